@@ -1,0 +1,173 @@
+"""clicktune configuration: environment (``CLICKTUNE_*``), ``.env``, secret files, CLI flags.
+
+Precedence, highest first: CLI flags (passed as init kwargs), environment, ``.env``,
+files in ``CLICKTUNE_SECRETS_DIR`` (one file per setting, e.g. ``kafka_sasl_password``).
+"""
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.release import DEFAULT_METHOD
+from schemas.topics import ALL_TOPICS, TopicSpec
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class Compression(StrEnum):
+    NONE = "none"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
+class Settings(BaseSettings):
+    """Every clicktune setting. Field ``foo`` is env var ``CLICKTUNE_FOO``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLICKTUNE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- connections -------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL."
+    )
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///.clicktune/mlflow.db",
+        description="MLflow tracking URI (server URL, or a local sqlite store).",
+    )
+
+    # --- topics ------------------------------------------------------------------------
+    topic_prefix: str = Field(
+        default="", description="Prepended to every topic name (e.g. 'staging.')."
+    )
+    topic_events: str = "clickstream.events"
+    topic_release: str = "clickstream.release"
+    topic_tasks: str = "finetune.tasks"
+    topic_status: str = "finetune.status"
+    topic_models: str = "models.ready"
+    topic_dlq: str = "clickstream.dlq"
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_events_partitions: int = Field(default=6, ge=1)
+    create_topics: bool = Field(
+        default=True, description="Create missing topics at start-up (needs admin rights)."
+    )
+
+    # --- Kafka client --------------------------------------------------------------------
+    kafka_client_id: str = "clicktune"
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    kafka_enable_idempotence: bool = Field(
+        default=True,
+        description="Idempotent producer. On for Apache Kafka; the embedded broker "
+        "(tansu) lacks InitProducerId, so `clicktune broker` users turn it off.",
+    )
+    kafka_compression: Compression = Compression.GZIP
+    kafka_linger_ms: int = Field(default=10, ge=0)
+    kafka_max_batch_bytes: int = Field(default=262_144, ge=1024)
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1000)
+
+    # --- fine-tuning ---------------------------------------------------------------------
+    fine_tuning_method: str = DEFAULT_METHOD
+
+    # --- secrets from files ---------------------------------------------------------------
+    secrets_dir: Path | None = Field(
+        default=None,
+        description="Directory of files named after settings (Docker/Kubernetes secrets).",
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts:
+            raise ValueError("at least one bootstrap server is required")
+        for host in hosts:
+            name, sep, port = host.rpartition(":")
+            if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"'{host}' is not host:port")
+        return ",".join(hosts)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> "Settings":
+        sasl = self.kafka_security_protocol in (
+            SecurityProtocol.SASL_PLAINTEXT,
+            SecurityProtocol.SASL_SSL,
+        )
+        if sasl:
+            if self.kafka_sasl_mechanism is None:
+                raise ValueError(
+                    f"kafka_sasl_mechanism is required with {self.kafka_security_protocol}"
+                )
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ValueError("SASL needs kafka_sasl_username and kafka_sasl_password")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        for path in (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        return self
+
+    @classmethod
+    def load(cls, **overrides: Any) -> "Settings":
+        """Settings from the environment, with ``overrides`` (CLI flags) on top.
+
+        ``None`` overrides are dropped so an unset flag never masks the environment.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        secrets_dir = given.get("secrets_dir") or _env_secrets_dir()
+        if secrets_dir is not None:
+            return cls(_secrets_dir=secrets_dir, **given)
+        return cls(**given)
+
+    def topic(self, spec: TopicSpec) -> str:
+        """The deployed name of a topic: prefix + configured name."""
+        return self.topic_prefix + getattr(self, f"topic_{spec.key}")
+
+    def topic_partitions(self, spec: TopicSpec) -> int:
+        return self.topic_events_partitions if spec.key == "events" else spec.partitions
+
+    def topic_names(self) -> dict[str, str]:
+        return {spec.key: self.topic(spec) for spec in ALL_TOPICS}
+
+
+def _env_secrets_dir() -> str | None:
+    import os
+
+    return os.environ.get("CLICKTUNE_SECRETS_DIR") or None

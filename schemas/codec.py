@@ -1,0 +1,121 @@
+"""Bytes on the wire <-> validated events, with a precise reason for every refusal."""
+
+from collections.abc import Iterable
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from schemas.base import Event
+from schemas.dead_letter import DeadLetterReason
+from schemas.limits import MAX_MESSAGE_BYTES
+from schemas.topics import EVENT_TYPES, TopicSpec
+
+_MAX_DETAIL = 1_024
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid event for its topic."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail[:_MAX_DETAIL]
+
+
+@cache
+def _adapter(messages: tuple[type[Event], ...]) -> TypeAdapter[Any]:
+    if len(messages) == 1:
+        return TypeAdapter(messages[0])
+    union = Union[messages]  # noqa: UP007 - a runtime-built union needs the subscript form
+    return TypeAdapter(Annotated[union, Field(discriminator="type")])
+
+
+def _format_errors(errors: Iterable[Any]) -> str:
+    parts = []
+    for err in list(errors)[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def _classify(spec: TopicSpec, exc: ValidationError) -> InvalidEvent:
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        kind, loc = err["type"], tuple(err["loc"])
+        if kind == "json_invalid":
+            return InvalidEvent(DeadLetterReason.UNDECODABLE, f"not valid JSON: {err['msg']}")
+        if kind == "union_tag_invalid" or (kind == "literal_error" and loc == ("type",)):
+            tag = err.get("ctx", {}).get("tag", err.get("input"))
+            return _wrong_type(spec, tag if isinstance(tag, str) else repr(tag))
+        if kind == "union_tag_not_found":
+            return _wrong_type(spec, None)
+    for err in errors:
+        if err["type"] == "literal_error" and err["loc"][-1] == "schema_version":
+            return InvalidEvent(
+                DeadLetterReason.UNSUPPORTED_VERSION, f"schema_version must be 1: {err['msg']}"
+            )
+    return InvalidEvent(DeadLetterReason.SCHEMA, _format_errors(errors))
+
+
+def _wrong_type(spec: TopicSpec, tag: str | None) -> InvalidEvent:
+    accepted = ", ".join(m.event_type for m in spec.messages)
+    if tag in EVENT_TYPES:
+        return InvalidEvent(
+            DeadLetterReason.WRONG_TOPIC,
+            f"'{tag}' events do not belong on {spec.name} (accepted: {accepted})",
+        )
+    if tag is None:
+        return InvalidEvent(DeadLetterReason.SCHEMA, f"type: field required (one of: {accepted})")
+    return InvalidEvent(
+        DeadLetterReason.UNKNOWN_TYPE, f"unknown type {repr(tag)[:64]} (accepted: {accepted})"
+    )
+
+
+def decode(spec: TopicSpec, raw: bytes | None, *, now: datetime | None = None) -> Event:
+    """Validate one record value for ``spec``'s topic; raise :class:`InvalidEvent` if bad.
+
+    ``now`` fixes the clock used for timestamp bounds (replays, tests).
+    """
+    if not raw:
+        raise InvalidEvent(DeadLetterReason.EMPTY, "message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidEvent(
+            DeadLetterReason.OVERSIZE, f"{len(raw)} bytes, at most {MAX_MESSAGE_BYTES}"
+        )
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(DeadLetterReason.UNDECODABLE, f"not UTF-8: {exc}") from None
+    if spec.raw or not spec.messages:
+        raise InvalidEvent(DeadLetterReason.WRONG_TOPIC, f"{spec.name} carries no events")
+    context = {"now": now} if now is not None else None
+    try:
+        event: Event = _adapter(spec.messages).validate_json(raw, context=context)
+    except ValidationError as exc:
+        raise _classify(spec, exc) from None
+    return event
+
+
+def validate_object(spec: TopicSpec, obj: Any, *, now: datetime | None = None) -> Event:
+    """Validate an already-parsed object or an :class:`Event` (re-validated) for ``spec``."""
+    return decode(spec, encode_object(obj), now=now)
+
+
+def encode_object(obj: Any) -> bytes:
+    if isinstance(obj, Event):
+        return encode(obj)
+    import json
+
+    return json.dumps(obj, separators=(",", ":"), allow_nan=True).encode()
+
+
+def encode(event: Event) -> bytes:
+    """Serialise an event as compact JSON, refusing what the consumer would refuse."""
+    data = event.model_dump_json(exclude_none=True).encode()
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise InvalidEvent(
+            DeadLetterReason.OVERSIZE, f"{len(data)} bytes, at most {MAX_MESSAGE_BYTES}"
+        )
+    return data
