@@ -1,7 +1,8 @@
 """clicktune configuration: environment (``CLICKTUNE_*``), ``.env``, secret files, CLI flags.
 
 Precedence, highest first: CLI flags (passed as init kwargs), environment, ``.env``,
-files in ``CLICKTUNE_SECRETS_DIR`` (one file per setting, e.g. ``kafka_sasl_password``).
+files in ``CLICKTUNE_SECRETS_DIR`` named like the variables
+(``CLICKTUNE_KAFKA_SASL_PASSWORD``), as Docker and Kubernetes mount secrets.
 """
 
 from enum import StrEnum

@@ -1,0 +1,254 @@
+"""The `clicktune` executable, run as a user runs it, against the test broker."""
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from producer.broker import free_port
+from producer.settings import Settings
+from schemas import ModelReadyEvent, decode
+from schemas.topics import ALL_TOPICS, CLICKSTREAM, RELEASE
+from tests.conftest import read_topic
+from tests.factories import fresh, fresh_json
+
+CLICKTUNE = str(Path(sys.executable).with_name("clicktune"))
+
+
+def run(
+    args: list[str], env: dict[str, str], stdin: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLICKTUNE, *args],
+        env=env,
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _line(model: type, **changes: object) -> str:
+    return json.dumps(fresh_json(model, **changes))
+
+
+@pytest.fixture
+def mixed_file(tmp_path: Path) -> Path:
+    from schemas import ClickEvent, ItemEvent, ReleaseEvent, SearchEvent
+
+    lines = [
+        _line(ItemEvent, event_id="good-1"),  # 1
+        _line(SearchEvent, event_id="good-2"),  # 2
+        "",  # 3: blank lines are skipped, not counted
+        '{"type": "click", "session_id": "s"',  # 4: truncated
+        _line(ClickEvent, event_id="good-3"),  # 5
+        _line(
+            ClickEvent,
+            event_id="bad-rank",
+            type="search",
+            results=[{"item_id": "a", "rank": 0}],
+            query="q",
+        ),  # 6
+        _line(ClickEvent, type="purchase"),  # 7
+        _line(ReleaseEvent, event_id="good-4"),  # 8: routed to the release topic
+        _line(ClickEvent, occurred_at="9999-01-01T00:00:00Z"),  # 9
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_publish_file_with_good_and_bad_lines(
+    mixed_file: Path, cli_env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(["publish", str(mixed_file), "--rejects", str(rejects)], cli_env)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "sent 4, rejected 4, failed 0"
+    err = result.stderr
+    assert "Traceback" not in err
+    assert "line 4: undecodable:" in err
+    assert "line 6: schema: " in err and "rank" in err
+    assert "line 7: unknown_type: unknown type 'purchase'" in err
+    assert "line 9: schema: " in err and "in the future" in err
+    kept = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert [k["line"] for k in kept] == [4, 6, 7, 9]
+    assert kept[2]["reason"] == "unknown_type"
+    assert json.loads(kept[2]["text"])["type"] == "purchase"
+
+    clicks = await read_topic(settings, CLICKSTREAM, 3)
+    assert sorted(decode(CLICKSTREAM, r.value).event_id for r in clicks) == [
+        "good-1",
+        "good-2",
+        "good-3",
+    ]
+    releases = await read_topic(settings, RELEASE, 1)
+    assert decode(RELEASE, releases[0].value).event_id == "good-4"
+
+
+async def test_publish_from_stdin(cli_env: dict[str, str], settings: Settings) -> None:
+    from schemas import ClickEvent
+
+    lines = "".join(_line(ClickEvent, event_id=f"stdin-{i}") + "\n" for i in range(50))
+    result = run(["publish", "-", "--no-progress"], cli_env, stdin=lines.encode())
+    assert result.returncode == 0, result.stderr
+    assert "sent 50, rejected 0, failed 0" in result.stdout
+    records = await read_topic(settings, CLICKSTREAM, 50)
+    assert len(records) == 50
+
+
+async def test_release_command(cli_env: dict[str, str], settings: Settings) -> None:
+    result = run(
+        [
+            "release",
+            "--method",
+            "ecommerce",
+            "-k",
+            "nightly",
+            "--batch-id",
+            "b-1",
+            "--metadata",
+            '{"requested_by": "test"}',
+        ],
+        cli_env,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    records = await read_topic(settings, RELEASE, 1)
+    event = decode(RELEASE, records[0].value)
+    assert event.event_id == printed["event_id"]
+    assert (event.fine_tuning_method, event.batch_id, event.idempotency_key) == (
+        "ecommerce",
+        "b-1",
+        "nightly",
+    )
+    assert event.metadata == {"requested_by": "test"}
+    assert records[0].key == b"nightly"
+
+
+async def test_watch_prints_model_ready_events(cli_env: dict[str, str], settings: Settings) -> None:
+    from producer.event_publisher import EventPublisher
+
+    async with EventPublisher(settings) as publisher:
+        for v in ("1", "2"):
+            await publisher.publish(fresh(ModelReadyEvent, model_version=v))
+    result = run(["watch", "--from-beginning", "-n", "2", "--for", "30"], cli_env)
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [p["model_version"] for p in printed] == ["1", "2"]
+    table = run(
+        ["watch", "--from-beginning", "-n", "2", "--format", "table", "--for", "30"], cli_env
+    )
+    assert table.returncode == 0, table.stderr
+    rows = table.stdout.splitlines()
+    assert len(rows) == 3 and "models:/clicktune-default/3" in rows[1]
+    assert "ndcg@10 0.5120->0.5610" in rows[1]
+
+
+def test_flags_override_environment(cli_env: dict[str, str], settings: Settings) -> None:
+    env = {**cli_env, "CLICKTUNE_TOPIC_PREFIX": "nowhere."}
+    result = run(["--topic-prefix", settings.topic_prefix, "release", "-k", "flagged"], env)
+    assert result.returncode == 0, result.stderr
+    records = asyncio.run(read_topic(settings, RELEASE, 1))
+    assert records[0].key == b"flagged"
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra", "says"),
+    [
+        (["publish"], {}, "Missing argument 'FILE.jsonl'"),
+        (["publish", "/nonexistent.jsonl"], {}, "no such file"),
+        (["publish", "x", "--bogus"], {}, "No such option"),
+        (["nosuchcommand"], {}, "No such command"),
+        (["release", "--metadata", "[1]"], {}, "must be a JSON object"),
+        (["release", "--metadata", "{oops"], {}, "not JSON"),
+        (["release", "--method", "has space"], {}, "fine_tuning_method"),
+        (["watch", "--topic", "nope"], {}, "--topic"),
+        (["watch", "-n", "0"], {}, "-n"),
+        (["--security-protocol", "SASL_SSL", "release"], {}, "kafka_sasl_mechanism"),
+        (["release"], {"CLICKTUNE_KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "not host:port"),
+        (["broker", "--port", "70000"], {}, "--port"),
+    ],
+)
+def test_misuse_gets_one_line_and_a_nonzero_exit(
+    args: list[str], env_extra: dict[str, str], says: str, cli_env: dict[str, str]
+) -> None:
+    result = run(args, {**cli_env, **env_extra})
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("clicktune: error: ")
+    assert says in lines[0]
+
+
+def test_unreachable_broker_is_one_line(cli_env: dict[str, str]) -> None:
+    port = free_port()
+    env = {
+        **cli_env,
+        "CLICKTUNE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "CLICKTUNE_KAFKA_REQUEST_TIMEOUT_MS": "2000",
+    }
+    result = run(["release"], env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and "cannot reach Kafka" in lines[0], result.stderr
+
+
+def test_schemas_check_and_write(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    assert run(["schemas", "--check"], cli_env).returncode == 0
+    out = tmp_path / "spec"
+    written = run(["schemas", "--out", str(out)], cli_env)
+    assert written.returncode == 0
+    assert (out / "asyncapi.json").is_file()
+    assert len(list((out / "json").glob("*.schema.json"))) == sum(
+        len(t.messages) for t in ALL_TOPICS
+    )
+    (out / "asyncapi.json").write_text("{}")
+    stale = run(["schemas", "--check", "--out", str(out)], cli_env)
+    assert stale.returncode == 1 and "asyncapi.json" in stale.stderr
+
+
+def test_broker_command_creates_topics_and_stops_cleanly(
+    cli_env: dict[str, str], prefix: str
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def list_topics(bootstrap: str) -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [CLICKTUNE, "broker", "--port", str(port)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = [proc.stdout.readline() for _ in range(2)]
+        assert f"127.0.0.1:{port}" in banner[1], banner
+        topics = asyncio.run(list_topics(f"127.0.0.1:{port}"))
+        assert {prefix + t.name for t in ALL_TOPICS} <= topics
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "broker stopped" in out
+    assert "Traceback" not in err
+    # The broker process is gone too: the port is free again.
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
