@@ -64,41 +64,78 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(
         default="", description="Prepended to every topic name (e.g. 'staging.')."
     )
-    topic_events: str = "clickstream.events"
-    topic_release: str = "clickstream.release"
-    topic_tasks: str = "finetune.tasks"
-    topic_status: str = "finetune.status"
-    topic_models: str = "models.ready"
-    topic_dlq: str = "clickstream.dlq"
-    topic_replication_factor: int = Field(default=1, ge=1)
-    topic_events_partitions: int = Field(default=6, ge=1)
+    topic_events: str = Field(default="clickstream.events", description="Clickstream topic.")
+    topic_release: str = Field(default="clickstream.release", description="Batch-release topic.")
+    topic_tasks: str = Field(default="finetune.tasks", description="Fine-tuning task topic.")
+    topic_status: str = Field(default="finetune.status", description="Task status topic.")
+    topic_models: str = Field(default="models.ready", description="Model-ready topic.")
+    topic_dlq: str = Field(default="clickstream.dlq", description="Dead-letter topic.")
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replication factor of topics clicktune creates (3 in production).",
+    )
+    topic_events_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of a newly created clickstream topic: the consumer's parallelism.",
+    )
     create_topics: bool = Field(
         default=True, description="Create missing topics at start-up (needs admin rights)."
     )
 
     # --- Kafka client --------------------------------------------------------------------
-    kafka_client_id: str = "clicktune"
-    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
-    kafka_sasl_mechanism: SaslMechanism | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
-    kafka_ssl_certfile: Path | None = None
-    kafka_ssl_keyfile: Path | None = None
-    kafka_ssl_key_password: SecretStr | None = None
-    kafka_ssl_check_hostname: bool = True
+    kafka_client_id: str = Field(
+        default="clicktune", description="Client id prefix (broker logs, quotas)."
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        default=SecurityProtocol.PLAINTEXT,
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password: environment or secrets file only."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle to verify the brokers."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (mutual TLS)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="Client private key (mutual TLS)."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the client key, if encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check the broker certificate's host name."
+    )
     kafka_enable_idempotence: bool = Field(
         default=True,
         description="Idempotent producer. On for Apache Kafka; the embedded broker "
         "(tansu) lacks InitProducerId, so `clicktune broker` users turn it off.",
     )
-    kafka_compression: Compression = Compression.GZIP
-    kafka_linger_ms: int = Field(default=10, ge=0)
-    kafka_max_batch_bytes: int = Field(default=262_144, ge=1024)
-    kafka_request_timeout_ms: int = Field(default=30_000, ge=1000)
+    kafka_compression: Compression = Field(
+        default=Compression.GZIP, description="Producer compression: none, gzip, snappy, lz4, zstd."
+    )
+    kafka_linger_ms: int = Field(
+        default=10, ge=0, description="How long the producer waits to fill a batch."
+    )
+    kafka_max_batch_bytes: int = Field(
+        default=262_144, ge=1024, description="Producer batch size per partition, in bytes."
+    )
+    kafka_request_timeout_ms: int = Field(
+        default=30_000, ge=1000, description="Kafka request timeout."
+    )
 
     # --- fine-tuning ---------------------------------------------------------------------
-    fine_tuning_method: str = DEFAULT_METHOD
+    fine_tuning_method: str = Field(
+        default=DEFAULT_METHOD, description="Default fine_tuning_method of releases."
+    )
 
     # --- secrets from files ---------------------------------------------------------------
     secrets_dir: Path | None = Field(
