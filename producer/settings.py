@@ -132,6 +132,49 @@ class Settings(BaseSettings):
         default=30_000, ge=1000, description="Kafka request timeout."
     )
 
+    # --- consumer ------------------------------------------------------------------------
+    consumer_group: str = Field(
+        default="clicktune-consumer", description="Kafka consumer group of `clicktune consume`."
+    )
+    redis_key_prefix: str = Field(
+        default="clicktune:",
+        description="Prefix of every Redis key, so deployments can share one Redis. Use a "
+        "hash tag, e.g. '{clicktune}:', on Redis Cluster.",
+    )
+    consumer_max_records: int = Field(
+        default=5_000, ge=1, description="Most records read per poll (getmany)."
+    )
+    consumer_poll_timeout_ms: int = Field(
+        default=500, ge=10, description="How long a poll waits for records."
+    )
+    max_clicks_per_session: int = Field(
+        default=100, ge=1, description="Clicks kept per session; more are counted as cut."
+    )
+    max_events_per_session: int = Field(
+        default=1_000, ge=1, description="Events accepted per session; more are counted as cut."
+    )
+    auto_release_sessions: int = Field(
+        default=0, ge=0, description="Release the open batch at this many sessions (0: off)."
+    )
+    auto_release_age_s: float = Field(
+        default=0, ge=0, description="Release the open batch once it is this old (0: off)."
+    )
+    batch_retention_s: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description="How long a frozen batch is kept after its task finished.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the /metrics, /healthz, /readyz server (0.0.0.0 in containers).",
+    )
+    metrics_port: int = Field(
+        default=9400, ge=0, le=65535, description="Port of that server (0: pick a free one)."
+    )
+    retry_backoff_max_s: float = Field(
+        default=5.0, gt=0, description="Longest wait between retries while Redis or Kafka is down."
+    )
+
     # --- fine-tuning ---------------------------------------------------------------------
     fine_tuning_method: str = Field(
         default=DEFAULT_METHOD, description="Default fine_tuning_method of releases."

@@ -5,6 +5,7 @@ import sys
 import typer
 
 from producer.cli.broker import broker
+from producer.cli.consume import consume
 from producer.cli.context import global_options
 from producer.cli.errors import run_cli
 from producer.cli.publish import publish
@@ -25,6 +26,7 @@ app.command()(publish)
 app.command()(release)
 app.command()(watch)
 app.command()(broker)
+app.command()(consume)
 app.command()(schemas)
 
 
