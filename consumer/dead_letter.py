@@ -33,6 +33,9 @@ class DeadLetters:
             (dl.HEADER_SOURCE_OFFSET, str(offset).encode()),
             (dl.HEADER_FAILED_AT, datetime.now(UTC).isoformat().encode()),
         ]
+        if value is not None and len(value) > dl.MAX_DEAD_LETTER_VALUE_BYTES:
+            headers.append((dl.HEADER_ORIGINAL_SIZE, str(len(value)).encode()))
+            value = value[: dl.MAX_DEAD_LETTER_VALUE_BYTES]
         future = await self.publisher.send_raw(self.topic, value, key, headers)
         self.metrics.dead_letters.labels(reason=reason).inc()
         return future

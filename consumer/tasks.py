@@ -60,7 +60,7 @@ class TaskRecord:
 
     def status_event(self) -> StatusEvent:
         return StatusEvent.create(
-            event_id=f"{self.task_id}:status:{self.status.value}:{int(self.updated_at.timestamp() * 1000)}",
+            event_id=f"{self.task_id}:{self.status.value}:{int(self.updated_at.timestamp() * 1e3)}",
             occurred_at=self.updated_at,
             task_id=self.task_id,
             batch_id=self.batch_id,

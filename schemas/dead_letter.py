@@ -12,6 +12,11 @@ HEADER_SOURCE_TOPIC = "clicktune.dlq.source_topic"
 HEADER_SOURCE_PARTITION = "clicktune.dlq.source_partition"
 HEADER_SOURCE_OFFSET = "clicktune.dlq.source_offset"
 HEADER_FAILED_AT = "clicktune.dlq.failed_at"
+HEADER_ORIGINAL_SIZE = "clicktune.dlq.original_size"
+
+#: Dead letters keep at most this much of the original value, so that a record too large
+#: for the dead-letter topic can still be parked there (with its original size in a header).
+MAX_DEAD_LETTER_VALUE_BYTES = 512 * 1024
 
 HEADERS = {
     HEADER_REASON: "Reason code (see DeadLetterReason).",
@@ -20,6 +25,10 @@ HEADERS = {
     HEADER_SOURCE_PARTITION: "Partition it was read from (decimal).",
     HEADER_SOURCE_OFFSET: "Offset it was read at (decimal).",
     HEADER_FAILED_AT: "When it was refused (RFC 3339, UTC).",
+}
+OPTIONAL_HEADERS = {
+    HEADER_ORIGINAL_SIZE: "Present when the value was cut to the first "
+    f"{MAX_DEAD_LETTER_VALUE_BYTES} bytes: the original size in bytes (decimal).",
 }
 
 

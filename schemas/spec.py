@@ -11,7 +11,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from schemas.base import Event
-from schemas.dead_letter import HEADERS
+from schemas.dead_letter import HEADERS, OPTIONAL_HEADERS
 from schemas.examples import example_json
 from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.topics import ALL_TOPICS, TopicSpec
@@ -152,7 +152,7 @@ def _dead_letter_message(topic: TopicSpec) -> dict[str, Any]:
             "required": sorted(HEADERS),
             "properties": {
                 name: {"type": "string", "description": desc}
-                for name, desc in sorted(HEADERS.items())
+                for name, desc in sorted({**HEADERS, **OPTIONAL_HEADERS}.items())
             },
         },
         "payload": {"type": "string", "format": "binary"},

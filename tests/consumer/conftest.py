@@ -1,0 +1,101 @@
+"""Harness for consumer tests: a running service, Redis state dumps, waiting on content."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from consumer.service import ClickstreamConsumer
+from producer.event_publisher import EventPublisher
+from producer.settings import Settings
+from schemas.base import Event
+
+
+@pytest.fixture
+def consumer_settings(settings: Settings, prefix: str) -> Settings:
+    return settings.model_copy(
+        update={
+            "redis_key_prefix": f"{prefix}",
+            "consumer_group": f"{prefix}consumer",
+            "metrics_port": 0,
+            "consumer_poll_timeout_ms": 100,
+            "retry_backoff_max_s": 0.5,
+        }
+    )
+
+
+@pytest.fixture(autouse=True)
+async def _drop_keys(prefix: str, redis_client: aioredis.Redis) -> AsyncIterator[None]:
+    yield
+    keys = [k async for k in redis_client.scan_iter(f"{prefix}*", count=1000)]
+    for i in range(0, len(keys), 500):
+        await redis_client.delete(*keys[i : i + 500])
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[ClickstreamConsumer]:
+    service = ClickstreamConsumer(settings, **kwargs)
+    await service.start()
+    task = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def publish(settings: Settings, events: Iterable[Event]) -> int:
+    n = 0
+    async with EventPublisher(settings) as publisher:
+        for event in events:
+            await publisher.send(event)
+            n += 1
+        await publisher.flush()
+    return n
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 30, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def consumed(service: ClickstreamConsumer) -> float:
+    """Records the service has read (every outcome counts)."""
+    return sum(
+        s.value
+        for m in service.metrics.consumed.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+
+
+async def dump_state(client: aioredis.Redis, prefix: str, topic_prefix: str) -> dict[str, Any]:
+    """Everything under ``prefix``, by key without the prefix; offset marks keyed by topic
+    without the topic prefix, so two runs on different topics compare equal."""
+    state: dict[str, Any] = {}
+    async for raw in client.scan_iter(f"{prefix}*", count=1000):
+        key = raw.decode()[len(prefix) :]
+        kind = (await client.type(raw)).decode()
+        if kind == "hash":
+            value: Any = {k.decode(): v.decode() for k, v in (await client.hgetall(raw)).items()}
+            if key == "offsets":
+                value = {k.removeprefix(topic_prefix): v for k, v in value.items()}
+        elif kind == "set":
+            value = sorted(m.decode() for m in await client.smembers(raw))
+        elif kind == "list":
+            value = [m.decode() for m in await client.lrange(raw, 0, -1)]
+        elif kind == "zset":
+            value = [(m.decode(), s) for m, s in await client.zrange(raw, 0, -1, withscores=True)]
+        else:
+            value = (await client.get(raw) or b"").decode()
+        state[key] = value
+    return state
