@@ -11,7 +11,31 @@ from datetime import UTC, datetime, timedelta
 from schemas.base import Event
 from schemas.clickstream import ClickEvent, IrrelevantEvent, ItemEvent, SearchEvent
 
-_WORDS = ["mouse", "pad", "gaming", "desk", "mat", "wireless", "keyboard", "office", "chair", "printer", "ink", "usb", "hub", "monitor", "stand", "laptop", "sleeve", "cable", "organizer", "webcam", "headset", "speaker", "lamp"]
+_WORDS = (
+    "mouse",
+    "pad",
+    "gaming",
+    "desk",
+    "mat",
+    "wireless",
+    "keyboard",
+    "office",
+    "chair",
+    "printer",
+    "ink",
+    "usb",
+    "hub",
+    "monitor",
+    "stand",
+    "laptop",
+    "sleeve",
+    "cable",
+    "organizer",
+    "webcam",
+    "headset",
+    "speaker",
+    "lamp",
+)
 
 
 def sessions(

@@ -1,5 +1,6 @@
 """The consumer service against the real broker and Redis."""
 
+import asyncio
 import json
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -180,13 +181,17 @@ async def _done_emitting(port: int) -> bool:
     return _metric(_scrape(port, "/metrics")[1], "clicktune_tasks_emitted_total") >= 1
 
 
+def _post(url: str) -> int:
+    request = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 async def test_probes_are_read_only(consumer_settings: Settings) -> None:
     async with running(consumer_settings) as service:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{service.health.port}/readyz", method="POST", data=b""
-        )
-        try:
-            urllib.request.urlopen(request, timeout=5)
-            raise AssertionError("POST accepted")
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 405
+        port = service.health.port
+        for path in ("/readyz", "/healthz", "/metrics"):
+            assert await asyncio.to_thread(_post, f"http://127.0.0.1:{port}{path}") == 405
