@@ -34,12 +34,25 @@ local releases = {}
 
 local function batch_key(bid) return P .. 'batch:' .. bid end
 
+-- Catalog texts arrive from several partitions (search results, item events), so the
+-- newest text wins by event time, ties broken by the text: the same under any interleaving.
+local function upsert_item(item, text, ts)
+  local known = redis.call('HGET', P .. 'catalog:t', item)
+  if known then
+    local k = tonumber(known)
+    local t = tonumber(ts)
+    if t < k then return end
+    if t == k and text <= (redis.call('HGET', P .. 'catalog', item) or '') then return end
+  end
+  redis.call('HSET', P .. 'catalog', item, text)
+  redis.call('HSET', P .. 'catalog:t', item, ts)
+end
+
 local function open_batch(ts)
   local bid = redis.call('GET', P .. 'batch:open')
   if bid then return bid end
   local seq = redis.call('INCR', P .. 'batch:seq')
-  -- The first event's time makes ids unique even if Redis is ever wiped and seq restarts.
-  bid = string.format('b%06d-%s', seq, ts)
+  bid = string.format('b%06d', seq)
   redis.call('HSET', batch_key(bid), 'batch_id', bid, 'state', 'open', 'opened_at', ts,
     'sessions', 0, 'late', 0)
   redis.call('SET', P .. 'batch:open', bid)
@@ -121,6 +134,11 @@ local function session(sid, ts)
     'events', 0, 'clicks', 0, 'cut', 0, 'irrelevant', 0)
   redis.call('SADD', batch_key(bid) .. ':sessions', sid)
   redis.call('HINCRBY', batch_key(bid), 'sessions', 1)
+  -- The batch's earliest event time, not its first-applied one: partitions interleave
+  -- differently from run to run, and the state must not depend on that.
+  if tonumber(ts) < tonumber(redis.call('HGET', batch_key(bid), 'opened_at')) then
+    redis.call('HSET', batch_key(bid), 'opened_at', ts)
+  end
   return skey, bid
 end
 
@@ -153,13 +171,8 @@ local function session_event(kind, eid, sid, ts, data)
     redis.call('HSET', skey, 'query', s.q, 'results', cjson.encode(s.r), 'search_at', ts,
       'user_id', s.u or '')
     redis.call('HINCRBY', skey, 'searches', 1)
-    if s.t and next(s.t) then
-      local args = {}
-      for item, text in pairs(s.t) do
-        args[#args + 1] = item
-        args[#args + 1] = text
-      end
-      redis.call('HSET', P .. 'catalog', unpack(args))
+    if s.t then
+      for item, text in pairs(s.t) do upsert_item(item, text, ts) end
     end
   elseif kind == 'click' then
     if redis.call('HINCRBY', skey, 'clicks', 1) > max_clicks then
@@ -184,7 +197,7 @@ for i = FIRST, #ARGV, WIDTH do
   elseif kind == 'skip' then
     code = 5
   elseif kind == 'item' then
-    redis.call('HSET', P .. 'catalog', key, data)
+    upsert_item(key, data, ts)
   elseif kind == 'release' then
     releases[#releases + 1] = release(offset, eid, ts, data)
   else

@@ -31,7 +31,11 @@ def consumer_settings(settings: Settings, prefix: str) -> Settings:
 @pytest.fixture(autouse=True)
 async def _drop_keys(prefix: str, redis_client: aioredis.Redis) -> AsyncIterator[None]:
     yield
-    keys = [k async for k in redis_client.scan_iter(f"{prefix}*", count=1000)]
+    keys = [
+        k
+        for pattern in (f"{prefix}*", f"ref-{prefix}*")
+        async for k in redis_client.scan_iter(pattern, count=1000)
+    ]
     for i in range(0, len(keys), 500):
         await redis_client.delete(*keys[i : i + 500])
 
@@ -99,3 +103,49 @@ async def dump_state(client: aioredis.Redis, prefix: str, topic_prefix: str) -> 
             value = (await client.get(raw) or b"").decode()
         state[key] = value
     return state
+
+
+async def applied_records(client: aioredis.Redis, settings: Settings) -> int:
+    """Records covered by the offset marks: applied, skipped or dead-lettered."""
+    marks = await client.hgetall(f"{settings.redis_key_prefix}offsets")
+    return sum(int(v) + 1 for v in marks.values())
+
+
+def normalised(state: dict[str, Any]) -> dict[str, Any]:
+    """Late events of different partitions interleave in any order: compare them as sets."""
+    return {k: sorted(v) if k.endswith(":late") else v for k, v in state.items()}
+
+
+async def reference_state(
+    settings: Settings,
+    client: aioredis.Redis,
+    events: list[Event],
+    then: list[Event] | None = None,
+) -> dict[str, Any]:
+    """Redis after one uninterrupted consumer run over ``events`` and, once those are
+    applied, ``then`` (releases: which partition is read first is not deterministic)."""
+    ref = settings.model_copy(
+        update={
+            "topic_prefix": f"ref-{settings.topic_prefix}",
+            "redis_key_prefix": f"ref-{settings.redis_key_prefix}",
+            "consumer_group": f"{settings.consumer_group}-ref",
+        }
+    )
+    async with running(ref):
+        await publish(ref, events)
+        await wait_until(lambda: _reached(client, ref, len(events)), 120, "reference run")
+        if then:
+            await publish(ref, then)
+            total = len(events) + len(then)
+            await wait_until(lambda: _reached(client, ref, total), 60, "reference run")
+            await wait_until(lambda: _outbox_empty(client, ref), 30, "reference outbox")
+    state = await dump_state(client, ref.redis_key_prefix, ref.topic_prefix)
+    return normalised(state)
+
+
+async def _reached(client: aioredis.Redis, settings: Settings, n: int) -> bool:
+    return await applied_records(client, settings) >= n
+
+
+async def _outbox_empty(client: aioredis.Redis, settings: Settings) -> bool:
+    return await client.llen(f"{settings.redis_key_prefix}outbox") == 0
