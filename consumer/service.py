@@ -24,6 +24,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.outbox import Outbox
 from consumer.store import ApplyResult, Outcome, PartitionBatch, RedisStore
 from consumer.tasks import TaskStore
+from consumer.text_cache import TextCache
 from producer.event_publisher import EventPublisher
 from producer.kafka_config import consumer_kwargs
 from producer.settings import Settings
@@ -85,6 +86,7 @@ class ClickstreamConsumer:
         self._healthy = {"redis": False, "kafka": False}
         self._last_loop = time.monotonic()
         self._open_batch_seen: tuple[str, float] | None = None
+        self._texts = TextCache()
         self.redis: aioredis.Redis | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.publisher: EventPublisher | None = None
@@ -141,11 +143,29 @@ class ClickstreamConsumer:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        """Poll, apply, commit until :meth:`request_stop`; then shut down cleanly."""
+        """Poll, apply, commit until :meth:`request_stop`; then shut down cleanly.
+
+        Two polls are in flight: while poll *k* is applied and committed (Redis works on the
+        other core), poll *k+1* is read and decoded. Applies stay in poll order, and each
+        commit follows its own apply.
+        """
+        applying: asyncio.Task[None] | None = None
         try:
             while not self.stopping:
-                await self.poll_once()
+                self._last_loop = time.monotonic()
+                batches = await self._read_or_wait()
+                prepared = await asyncio.to_thread(self._prepare, batches) if batches else []
+                if applying is not None:
+                    await applying
+                    applying = None
+                if prepared:
+                    applying = asyncio.create_task(self._apply(prepared))
+                await self._housekeeping()
+            if applying is not None:
+                await applying
         finally:
+            if applying is not None and not applying.done():
+                applying.cancel()
             await self.close()
 
     async def close(self) -> None:
@@ -188,31 +208,55 @@ class ClickstreamConsumer:
     # --- the loop ------------------------------------------------------------------------
 
     async def poll_once(self) -> int:
-        """One poll: read, dead-letter, apply, commit. Returns the records handled."""
-        assert self.consumer is not None
+        """One poll, start to finish: read, dead-letter, apply, commit. Returns the
+        records handled. (``run`` overlaps consecutive polls instead.)"""
         self._last_loop = time.monotonic()
+        batches = await self._read_or_wait()
+        if batches:
+            await self._apply(await asyncio.to_thread(self._prepare, batches))
+        await self._housekeeping()
+        return sum(len(r) for r in batches.values())
+
+    async def _read_or_wait(self) -> dict[TopicPartition, list[Record]]:
         try:
-            batches = await self.consumer.getmany(
-                timeout_ms=self.settings.consumer_poll_timeout_ms,
-                max_records=self.settings.consumer_max_records,
-            )
-            self._set_healthy("kafka", True)
+            batches = await self._read()
         except KafkaError as exc:
             self._set_healthy("kafka", False, exc)
             await asyncio.sleep(self.settings.retry_backoff_max_s / 5)
-            return 0
-        count = sum(len(r) for r in batches.values())
-        if batches:
-            with self.metrics.batch_apply.time():
-                await self._process(batches)
+            return {}
+        self._set_healthy("kafka", True)
+        return batches
+
+    async def _housekeeping(self) -> None:
         if self.settings.auto_release_age_s > 0:
             await self._release_by_age()
         self._update_lag()
-        return count
 
-    async def _process(self, batches: dict[TopicPartition, list[Record]]) -> None:
-        # Decoding is CPU work: keep it off the event loop (heartbeats, probes).
-        prepared = await asyncio.to_thread(self._prepare, batches)
+    async def _read(self) -> dict[TopicPartition, list[Record]]:
+        """One poll, lingering briefly once records arrive: brokers hand out small chunks
+        under a steady trickle, and every poll costs a Redis round trip and a commit."""
+        assert self.consumer is not None
+        s = self.settings
+        batches = await self.consumer.getmany(
+            timeout_ms=s.consumer_poll_timeout_ms, max_records=s.consumer_max_records
+        )
+        total = sum(len(r) for r in batches.values())
+        deadline = time.monotonic() + s.consumer_linger_ms / 1000
+        while batches and total < s.consumer_max_records:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            more = await self.consumer.getmany(
+                timeout_ms=int(remaining * 1000), max_records=s.consumer_max_records - total
+            )
+            for tp, records in more.items():
+                batches.setdefault(tp, []).extend(records)
+                total += len(records)
+        return batches
+
+    async def _apply(self, prepared: list[Prepared]) -> None:
+        """Dead-letter, apply to Redis, commit: in that order, each retried until done."""
+        started = time.perf_counter()
         await self._dead_letter(prepared)
         with self.metrics.redis_write.time():
             results = await self._retry(
@@ -223,8 +267,11 @@ class ClickstreamConsumer:
         self.metrics.commits.inc()
         if any(r.releases for r in results):
             await self._retry("kafka", self.outbox.drain)
+        self.metrics.batch_apply.observe(time.perf_counter() - started)
 
     def _prepare(self, batches: dict[TopicPartition, list[Record]]) -> list[Prepared]:
+        # CPU work, run in a thread: the event loop keeps heartbeats, probes and the
+        # previous poll's Redis round trip going meanwhile.
         prepared = []
         for tp, records in batches.items():
             spec = self._topic_spec[tp.topic]
@@ -240,7 +287,13 @@ class ClickstreamConsumer:
                     types.append(_claimed_type(record.value))
                     continue
                 entries.append(
-                    to_entry(record.offset, event, raw=record.value or b"", key=record.key)
+                    to_entry(
+                        record.offset,
+                        event,
+                        raw=record.value or b"",
+                        key=record.key,
+                        texts=self._texts,
+                    )
                 )
                 types.append(event.type)
             batch = PartitionBatch(tp_key(tp), entries, tp.topic, tp.partition)

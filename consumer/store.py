@@ -86,9 +86,8 @@ class RedisStore:
             s.fine_tuning_method,
             batch.source_topic,
             str(batch.source_partition),
+            json.dumps([e.row() for e in batch.entries], separators=(",", ":")),
         ]
-        for entry in batch.entries:
-            args.extend(entry.args())
         return args
 
     async def apply(self, batches: list[PartitionBatch]) -> list[ApplyResult]:

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     consumer_max_records: int = Field(
         default=5_000, ge=1, description="Most records read per poll (getmany)."
     )
+    consumer_linger_ms: int = Field(
+        default=25,
+        ge=0,
+        description="After records arrive, keep reading this long (up to consumer_max_records) "
+        "so each Redis round trip and offset commit covers a larger batch.",
+    )
     consumer_poll_timeout_ms: int = Field(
         default=500, ge=10, description="How long a poll waits for records."
     )

@@ -6,8 +6,11 @@
 -- ARGV[1]  key prefix            ARGV[2] "topic:partition" of the batch ("" for none)
 -- ARGV[3]  max clicks/session    ARGV[4] max events/session
 -- ARGV[5]  auto-release at N sessions (0: off)   ARGV[6] default fine_tuning_method
--- ARGV[7]  source topic, ARGV[8] source partition (for dead letters the script emits)
--- then 6 values per entry: offset, kind, event_id, key, time (epoch ms), data
+-- ARGV[7]  source topic          ARGV[8] source partition (for dead letters it queues)
+-- ARGV[9]  JSON array of entries [offset, kind, event_id, key, time_ms (string), data]
+--          data: search {q, u?, r: JSON text of [[item, rank]...], t?: {item: text}};
+--          click: item id;
+--          item: text; release {m, b?, k?, md, raw, key}; irrelevant, skip: "".
 --
 -- Outcome codes, one per entry: 0 applied, 1 replay (offset at or below the mark),
 -- 2 duplicate event_id, 3 late (session of a frozen batch), 4 cut (session caps), 5 skipped
@@ -21,8 +24,7 @@ local auto_release = tonumber(ARGV[5])
 local default_method = ARGV[6]
 local src_topic = ARGV[7]
 local src_partition = ARGV[8]
-local FIRST = 9
-local WIDTH = 6
+local entries = cjson.decode(ARGV[9])
 
 local mark = -1
 if tpkey ~= '' then
@@ -31,21 +33,49 @@ end
 
 local outcomes = {}
 local releases = {}
+local batch_state = {}  -- per-call cache: batch id -> 'open' | 'frozen'
 
 local function batch_key(bid) return P .. 'batch:' .. bid end
 
--- Catalog texts arrive from several partitions (search results, item events), so the
--- newest text wins by event time, ties broken by the text: the same under any interleaving.
-local function upsert_item(item, text, ts)
-  local known = redis.call('HGET', P .. 'catalog:t', item)
-  if known then
-    local k = tonumber(known)
-    local t = tonumber(ts)
-    if t < k then return end
-    if t == k and text <= (redis.call('HGET', P .. 'catalog', item) or '') then return end
+local function state_of(bid)
+  local s = batch_state[bid]
+  if not s then
+    s = redis.call('HGET', batch_key(bid), 'state')
+    batch_state[bid] = s
   end
-  redis.call('HSET', P .. 'catalog', item, text)
-  redis.call('HSET', P .. 'catalog:t', item, ts)
+  return s
+end
+
+-- Catalog texts arrive from several partitions (search results, item events). A text
+-- replaces the stored one when it differs and is newer than the stored text's last change,
+-- ties broken by the text. Unchanged texts (the common case: results repeat the catalog)
+-- cost one HMGET for the whole result list.
+local function upsert_items(items, texts, ts)
+  local stored = redis.call('HMGET', P .. 'catalog', unpack(items))
+  local changed, changed_texts = {}, {}
+  for i, item in ipairs(items) do
+    if stored[i] ~= texts[i] then
+      changed[#changed + 1] = item
+      changed_texts[#changed_texts + 1] = texts[i]
+    end
+  end
+  if #changed == 0 then return end
+  local times = redis.call('HMGET', P .. 'catalog:t', unpack(changed))
+  local t = tonumber(ts)
+  local text_args, time_args = {}, {}
+  for i, item in ipairs(changed) do
+    local k = times[i] and tonumber(times[i])
+    if (not k) or t > k or (t == k and changed_texts[i] > (redis.call('HGET', P .. 'catalog', item) or '')) then
+      text_args[#text_args + 1] = item
+      text_args[#text_args + 1] = changed_texts[i]
+      time_args[#time_args + 1] = item
+      time_args[#time_args + 1] = ts
+    end
+  end
+  if #text_args > 0 then
+    redis.call('HSET', P .. 'catalog', unpack(text_args))
+    redis.call('HSET', P .. 'catalog:t', unpack(time_args))
+  end
 end
 
 local function open_batch(ts)
@@ -57,6 +87,7 @@ local function open_batch(ts)
     'sessions', 0, 'late', 0)
   redis.call('SET', P .. 'batch:open', bid)
   redis.call('ZADD', P .. 'batches', seq, bid)
+  batch_state[bid] = 'open'
   return bid
 end
 
@@ -66,6 +97,7 @@ local function freeze(bid, eid, ts, method, idem, metadata)
   local sessions = redis.call('HGET', bkey, 'sessions') or '0'
   redis.call('HSET', bkey, 'state', 'frozen', 'frozen_at', ts, 'release_event_id', eid,
     'fine_tuning_method', method, 'idempotency_key', idem, 'task_id', tid)
+  batch_state[bid] = 'frozen'
   if redis.call('GET', P .. 'batch:open') == bid then
     redis.call('DEL', P .. 'batch:open')
   end
@@ -79,8 +111,7 @@ local function freeze(bid, eid, ts, method, idem, metadata)
 end
 
 -- A release: freeze the open batch (or the named one) once, whatever the replays.
-local function release(offset, eid, ts, data)
-  local r = cjson.decode(data)
+local function release(offset, eid, ts, r)
   local idem = r.k or ''
   local method = r.m or default_method
   local want = r.b or ''
@@ -97,7 +128,7 @@ local function release(offset, eid, ts, data)
   end
   local bid
   if want ~= '' then
-    local state = redis.call('HGET', batch_key(want), 'state')
+    local state = state_of(want)
     if not state then
       redis.call('RPUSH', P .. 'outbox', cjson.encode({kind = 'dlq', reason = 'unknown_batch',
         detail = 'release names batch ' .. want .. ', which does not exist',
@@ -124,55 +155,51 @@ local function release(offset, eid, ts, data)
   return {outcome = 'created', batch_id = bid, task_id = tid, event_id = eid}
 end
 
--- The session an event belongs to, created in the open batch on its first event.
-local function session(sid, ts)
-  local skey = P .. 'session:' .. sid
-  local bid = redis.call('HGET', skey, 'batch_id')
-  if bid then return skey, bid end
-  bid = open_batch(ts)
-  redis.call('HSET', skey, 'session_id', sid, 'batch_id', bid, 'first_at', ts, 'last_at', ts,
-    'events', 0, 'clicks', 0, 'cut', 0, 'irrelevant', 0)
-  redis.call('SADD', batch_key(bid) .. ':sessions', sid)
-  redis.call('HINCRBY', batch_key(bid), 'sessions', 1)
-  -- The batch's earliest event time, not its first-applied one: partitions interleave
-  -- differently from run to run, and the state must not depend on that.
-  if tonumber(ts) < tonumber(redis.call('HGET', batch_key(bid), 'opened_at')) then
-    redis.call('HSET', batch_key(bid), 'opened_at', ts)
-  end
-  return skey, bid
-end
-
-local function touch(skey, ts)
-  local first = tonumber(redis.call('HGET', skey, 'first_at'))
-  local last = tonumber(redis.call('HGET', skey, 'last_at'))
-  local t = tonumber(ts)
-  if t < first then redis.call('HSET', skey, 'first_at', ts) end
-  if t > last then redis.call('HSET', skey, 'last_at', ts) end
-end
-
 local function session_event(kind, eid, sid, ts, data)
-  local skey, bid = session(sid, ts)
+  local skey = P .. 'session:' .. sid
+  local h = redis.call('HMGET', skey, 'batch_id', 'events', 'first_at', 'last_at')
+  local bid = h[1]
+  local t = tonumber(ts)
+  if not bid then
+    -- A session belongs to the batch that is open when its first event arrives.
+    bid = open_batch(ts)
+    redis.call('HSET', skey, 'session_id', sid, 'batch_id', bid, 'first_at', ts,
+      'last_at', ts, 'events', 0, 'clicks', 0, 'cut', 0, 'irrelevant', 0)
+    redis.call('SADD', batch_key(bid) .. ':sessions', sid)
+    redis.call('HINCRBY', batch_key(bid), 'sessions', 1)
+    -- The batch's earliest event time, not its first-applied one: partitions interleave
+    -- differently from run to run, and the state must not depend on that.
+    if t < tonumber(redis.call('HGET', batch_key(bid), 'opened_at')) then
+      redis.call('HSET', batch_key(bid), 'opened_at', ts)
+    end
+    h = {bid, '0', ts, ts}
+  end
   -- The cap comes first so that neither the dedupe set nor the late list grows unbounded.
-  if tonumber(redis.call('HGET', skey, 'events')) >= max_events then
+  if tonumber(h[2]) >= max_events then
     redis.call('HINCRBY', skey, 'cut', 1)
     return 4
   end
   if redis.call('SADD', skey .. ':eids', eid) == 0 then return 2 end
   redis.call('HINCRBY', skey, 'events', 1)
-  if redis.call('HGET', batch_key(bid), 'state') ~= 'open' then
+  if state_of(bid) ~= 'open' then
     redis.call('HINCRBY', batch_key(bid), 'late', 1)
     redis.call('RPUSH', batch_key(bid) .. ':late',
       cjson.encode({type = kind, event_id = eid, session_id = sid, t = ts, data = data}))
     return 3
   end
-  touch(skey, ts)
+  if t < tonumber(h[3]) then redis.call('HSET', skey, 'first_at', ts) end
+  if t > tonumber(h[4]) then redis.call('HSET', skey, 'last_at', ts) end
   if kind == 'search' then
-    local s = cjson.decode(data)
-    redis.call('HSET', skey, 'query', s.q, 'results', cjson.encode(s.r), 'search_at', ts,
-      'user_id', s.u or '')
+    redis.call('HSET', skey, 'query', data.q, 'results', data.r,
+      'search_at', ts, 'user_id', data.u or '')
     redis.call('HINCRBY', skey, 'searches', 1)
-    if s.t then
-      for item, text in pairs(s.t) do upsert_item(item, text, ts) end
+    if data.t then
+      local items, texts = {}, {}
+      for item, text in pairs(data.t) do
+        items[#items + 1] = item
+        texts[#texts + 1] = text
+      end
+      if #items > 0 then upsert_items(items, texts, ts) end
     end
   elseif kind == 'click' then
     if redis.call('HINCRBY', skey, 'clicks', 1) > max_clicks then
@@ -188,16 +215,15 @@ local function session_event(kind, eid, sid, ts, data)
 end
 
 local last = mark
-for i = FIRST, #ARGV, WIDTH do
-  local offset = tonumber(ARGV[i])
-  local kind, eid, key, ts, data = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+for _, e in ipairs(entries) do
+  local offset, kind, eid, key, ts, data = e[1], e[2], e[3], e[4], e[5], e[6]
   local code = 0
   if tpkey ~= '' and offset <= mark then
     code = 1
   elseif kind == 'skip' then
     code = 5
   elseif kind == 'item' then
-    upsert_item(key, data, ts)
+    upsert_items({key}, {data}, ts)
   elseif kind == 'release' then
     releases[#releases + 1] = release(offset, eid, ts, data)
   else
@@ -209,7 +235,8 @@ for i = FIRST, #ARGV, WIDTH do
     local open = redis.call('GET', P .. 'batch:open')
     if open and tonumber(redis.call('HGET', batch_key(open), 'sessions')) >= auto_release then
       local auto_eid = 'auto-' .. open
-      local tid = freeze(open, auto_eid, ts, default_method, auto_eid, '{"auto_release":"sessions"}')
+      local tid = freeze(open, auto_eid, ts, default_method, auto_eid,
+        '{"auto_release":"sessions"}')
       redis.call('HSET', P .. 'releases', auto_eid, open)
       releases[#releases + 1] = {outcome = 'created', batch_id = open, task_id = tid,
         event_id = auto_eid}
@@ -217,7 +244,7 @@ for i = FIRST, #ARGV, WIDTH do
   end
 end
 if tpkey ~= '' and last > mark then
-  redis.call('HSET', KEYS[1], tpkey, last)
+  redis.call('HSET', KEYS[1], tpkey, string.format('%d', last))
 end
 
 local open = redis.call('GET', P .. 'batch:open')

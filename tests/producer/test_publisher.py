@@ -77,7 +77,7 @@ async def test_sdk_helpers_build_valid_events(settings: Settings) -> None:
     assert set(events) == {"item", "search", "click", "irrelevant"}
     key, search = events["search"]
     assert key == b"s1"
-    assert [(r.item_id, r.rank) for r in search.results] == [("sku-1", 1), ("sku-2", 2)]
+    assert [(r["item_id"], r["rank"]) for r in search.results] == [("sku-1", 1), ("sku-2", 2)]
     assert events["item"][0] == b"sku-1"
 
 

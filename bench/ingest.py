@@ -1,0 +1,206 @@
+"""Ingest throughput: the consumer against a bare aiokafka read loop, in one run.
+
+    python bench/ingest.py                 # N = 20,000 and 80,000 events
+    python bench/ingest.py --sizes 5000    # quicker
+
+For each N it publishes N realistic events (a search with 10-50 results, then 0-3 clicks)
+to an embedded broker, then measures in fresh subprocesses:
+  (a) a bare aiokafka loop that only reads and json.loads every record;
+  (b) the clicktune consumer applying the same records to Redis until all are committed.
+It prints events/s of both, the ratio b/a, and each process's peak RSS, and writes
+bench/results/ingest.json. Rates are measured from the first record read to the last, so
+the consumer group join (seconds, on tansu) is not counted against either.
+"""
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+
+from producer import synthetic  # noqa: E402
+from producer.broker import EmbeddedBroker  # noqa: E402
+from producer.event_publisher import EventPublisher  # noqa: E402
+from producer.kafka_config import consumer_kwargs  # noqa: E402
+from producer.settings import Settings  # noqa: E402
+from schemas.topics import CLICKSTREAM  # noqa: E402
+
+
+def _settings(bootstrap: str, prefix: str) -> Settings:
+    return Settings.load(
+        kafka_bootstrap_servers=bootstrap,
+        kafka_enable_idempotence=False,
+        topic_prefix=prefix,
+        redis_key_prefix=f"bench:{prefix}",
+        consumer_group=f"{prefix}consumer",
+        metrics_port=0,
+    )
+
+
+async def _publish(settings: Settings, n: int) -> int:
+    sent = 0
+    async with EventPublisher(settings) as publisher:
+        for event in synthetic.sessions(n, seed=42, catalog_size=5_000):
+            await publisher.send(event)
+            sent += 1
+            if sent >= n:
+                break
+        await publisher.flush()
+    return sent
+
+
+async def _bare(settings: Settings, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        settings.topic(CLICKSTREAM),
+        **consumer_kwargs(settings, group_id=f"{settings.consumer_group}-bare"),
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen, t0 = 0, None
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            for records in batches.values():
+                if t0 is None:
+                    t0 = time.perf_counter()
+                for record in records:
+                    json.loads(record.value)
+                seen += len(records)
+        elapsed = time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+    return n / elapsed
+
+
+async def _consumer(settings: Settings, n: int) -> float:
+    from consumer.service import ClickstreamConsumer
+
+    service = ClickstreamConsumer(settings, serve_health=False)
+    await service.start()
+    assert service.redis is not None
+    marks_key = f"{settings.redis_key_prefix}offsets"
+
+    async def applied() -> int:
+        marks = await service.redis.hgetall(marks_key)
+        return sum(int(v) + 1 for v in marks.values())
+
+    t0 = None
+    start_count = 0
+    runner = asyncio.create_task(service.run())
+    try:
+        while True:
+            done = await applied()
+            if t0 is None and done:
+                t0, start_count = time.perf_counter(), done
+            if done >= n:
+                break
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+    finally:
+        service.request_stop()
+        await runner
+    return (n - start_count) / elapsed
+
+
+async def _drop_keys(settings: Settings) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(settings.redis_url)
+    keys = [k async for k in client.scan_iter(f"{settings.redis_key_prefix}*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        await client.delete(*keys[i : i + 1000])
+    await client.aclose()
+
+
+def _child(mode: str, bootstrap: str, prefix: str, n: int) -> None:
+    settings = _settings(bootstrap, prefix)
+    rate = asyncio.run(_bare(settings, n) if mode == "bare" else _consumer(settings, n))
+    if mode == "consumer":
+        asyncio.run(_drop_keys(settings))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"mode": mode, "events_per_s": rate, "peak_rss_mib": peak_mb}))
+
+
+def _measure(mode: str, bootstrap: str, prefix: str, n: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, bootstrap, prefix, str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 80_000])
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, bootstrap, prefix, n = args.child
+        _child(mode, bootstrap, prefix, int(n))
+        return
+
+    rows = []
+    with EmbeddedBroker() as broker:
+        for n in args.sizes:
+            prefix = f"bench{uuid.uuid4().hex[:6]}."
+            settings = _settings(broker.bootstrap_servers, prefix)
+            t = time.perf_counter()
+            sent = asyncio.run(_publish(settings, n))
+            publish_rate = sent / (time.perf_counter() - t)
+            bare = _measure("bare", broker.bootstrap_servers, prefix, sent)
+            ours = _measure("consumer", broker.bootstrap_servers, prefix, sent)
+            rows.append(
+                {
+                    "events": sent,
+                    "publish_events_per_s": round(publish_rate),
+                    "bare_events_per_s": round(bare["events_per_s"]),
+                    "consumer_events_per_s": round(ours["events_per_s"]),
+                    "ratio": round(ours["events_per_s"] / bare["events_per_s"], 3),
+                    "bare_peak_rss_mib": round(bare["peak_rss_mib"], 1),
+                    "consumer_peak_rss_mib": round(ours["peak_rss_mib"], 1),
+                }
+            )
+    header = (
+        "events",
+        "publish ev/s",
+        "bare read ev/s",
+        "consumer ev/s",
+        "ratio b/a",
+        "bare RSS MiB",
+        "consumer RSS MiB",
+    )
+    print(" | ".join(header))
+    for r in rows:
+        print(
+            " | ".join(
+                str(v)
+                for v in (
+                    r["events"],
+                    r["publish_events_per_s"],
+                    r["bare_events_per_s"],
+                    r["consumer_events_per_s"],
+                    r["ratio"],
+                    r["bare_peak_rss_mib"],
+                    r["consumer_peak_rss_mib"],
+                )
+            )
+        )
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ingest.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
