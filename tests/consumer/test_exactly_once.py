@@ -115,7 +115,7 @@ async def test_kill_9_mid_stream_then_restart_equals_a_clean_run(
     tmp_path: Path,
 ) -> None:
     s = consumer_settings.model_copy(update={"consumer_max_records": 500})
-    events = traffic(6000, seed=11)
+    events = traffic(20000, seed=11)
     release = [ReleaseEvent.create(idempotency_key="end")]
     expected = await reference_state(s, redis_client, events, then=release)
     await publish(s, events)
@@ -135,7 +135,7 @@ async def test_kill_9_mid_stream_then_restart_equals_a_clean_run(
         start = await applied_records(redis_client, s)
         await wait_until(lambda start=start: _moved(redis_client, s, start), 60, "progress")
         if kills < 3:
-            await asyncio.sleep(rng.uniform(0.0, 0.2))
+            await asyncio.sleep(rng.uniform(0.0, 0.1))
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
             killed_at.append(await applied_records(redis_client, s))
@@ -150,14 +150,20 @@ async def test_kill_9_mid_stream_then_restart_equals_a_clean_run(
     await wait_until(lambda: _reached(redis_client, s, len(events) + 1), 60, "release")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    started = log.read_text().count("metrics and probes")
     proc = _consume(env, log)
     await wait_until(lambda: _outbox_empty(redis_client, s), 60, "outbox drained")
+    await wait_until(lambda: _logged(log, "metrics and probes", started + 1), 60, "started")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, log.read_text()[-2000:]
     state = normalised(await dump_state(redis_client, s.redis_key_prefix, s.topic_prefix))
     assert state == expected
     tasks = await read_topic(s, TASKS, 1, wait_s=3)
     assert {decode(TASKS, t.value).event_id for t in tasks} == {"task-b000001:task"}
+
+
+async def _logged(log: Path, text: str, times: int) -> bool:
+    return log.read_text().count(text) >= times
 
 
 async def _moved(client: aioredis.Redis, settings: Settings, start: int) -> bool:
