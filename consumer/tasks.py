@@ -83,7 +83,57 @@ class TaskStore:
         raw = await self.client.hgetall(self.keys.task(task_id))
         return TaskRecord.from_hash(raw) if raw else None
 
+    async def set_status(self, task_id: str, status: TaskStatus, detail: str = "") -> TaskRecord:
+        """Move a task to ``status`` (``updated_at`` = now) and return the new record."""
+        key = self.keys.task(task_id)
+        if not await self.client.exists(key):
+            raise KeyError(f"no task {task_id}")
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        await self.client.hset(
+            key,
+            mapping={
+                "status": status.value,
+                "detail": detail[:4096],
+                "updated_at": str(now_ms),
+            },
+        )
+        record = await self.get(task_id)
+        assert record is not None
+        return record
+
     async def recent(self, limit: int = 20) -> list[TaskRecord]:
         ids = await self.client.zrevrange(self.keys.tasks, 0, limit - 1)
         records = [await self.get(i.decode()) for i in ids]
         return [r for r in records if r is not None]
+
+
+async def finish_task(
+    client: aioredis.Redis,
+    prefix: str,
+    task_id: str,
+    status: TaskStatus,
+    detail: str,
+    *,
+    retention_s: int,
+) -> TaskRecord:
+    """Record a task's final status and let its frozen batch expire after ``retention_s``.
+
+    The batch's sessions, clicks, dedupe sets and late events are what the trainer read; once
+    the task is over they only cost memory. The task record itself stays (it is small and is
+    what `clicktune status` shows).
+    """
+    if not status.is_final:
+        raise ValueError(f"{status} is not a final status")
+    store = TaskStore(client, prefix)
+    record = await store.set_status(task_id, status, detail)
+    keys = store.keys
+    bid = record.batch_id
+    sessions = [m.decode() for m in await client.smembers(keys.batch_sessions(bid))]
+    pipe = client.pipeline(transaction=False)
+    for key in (keys.batch(bid), keys.batch_sessions(bid), keys.batch_late(bid)):
+        pipe.expire(key, retention_s)
+    for sid in sessions:
+        for key in (keys.session(sid), keys.session_clicks(sid), keys.session_event_ids(sid)):
+            pipe.expire(key, retention_s)
+    await pipe.execute()
+    return record

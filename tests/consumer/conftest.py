@@ -117,9 +117,7 @@ def normalised(state: dict[str, Any]) -> dict[str, Any]:
     each catalog text was first written, which depends on which partition came first (the
     texts themselves, in ``catalog``, must be equal)."""
     return {
-        k: sorted(v) if k.endswith(":late") else v
-        for k, v in state.items()
-        if k != "catalog:t"
+        k: sorted(v) if k.endswith(":late") else v for k, v in state.items() if k != "catalog:t"
     }
 
 

@@ -163,7 +163,7 @@ async def test_kill_9_mid_stream_then_restart_equals_a_clean_run(
 
 
 async def _logged(log: Path, text: str, times: int) -> bool:
-    return log.read_text().count(text) >= times
+    return (await asyncio.to_thread(log.read_text)).count(text) >= times
 
 
 async def _moved(client: aioredis.Redis, settings: Settings, start: int) -> bool:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from consumer.entries import skipped, to_entry
 from consumer.keys import Keys
 from consumer.store import Outcome, PartitionBatch, RedisStore
-from consumer.tasks import TaskStore
+from consumer.tasks import TaskStore, finish_task
 from producer.settings import Settings
 from schemas import ClickEvent, IrrelevantEvent, ItemEvent, ReleaseEvent, SearchEvent, TaskStatus
 
@@ -231,3 +231,35 @@ async def test_skipped_records_only_move_the_mark(store: RedisStore) -> None:
     [result] = await store.apply([PartitionBatch("ev:0", [skipped(0), skipped(1)])])
     assert result.outcomes == [Outcome.SKIPPED, Outcome.SKIPPED]
     assert await store.marks(["ev:0"]) == {"ev:0": 1}
+
+
+async def test_finished_tasks_let_their_batch_expire(store: RedisStore, redis_client) -> None:
+    await apply(store, "ev:0", [search("a", ["i1"]), click("a", "i1", "c1"), search("b", ["i2"])])
+    r = await apply(store, "rel:0", [release("r1")])
+    [created] = r.releases
+    keys = Keys(store.settings.redis_key_prefix)
+    prefix = store.settings.redis_key_prefix
+    batch_keys = [
+        keys.batch(created.batch_id),
+        keys.batch_sessions(created.batch_id),
+        keys.session("a"),
+        keys.session_clicks("a"),
+        keys.session_event_ids("a"),
+        keys.session("b"),
+    ]
+    assert all([await redis_client.ttl(k) == -1 for k in batch_keys])  # kept while pending
+    with pytest.raises(ValueError, match="not a final status"):
+        await finish_task(
+            redis_client, prefix, created.task_id, TaskStatus.PROCESSING, "", retention_s=60
+        )
+    record = await finish_task(
+        redis_client, prefix, created.task_id, TaskStatus.DONE, "champion v1", retention_s=3600
+    )
+    assert record.status is TaskStatus.DONE and record.detail == "champion v1"
+    assert record.updated_at > record.created_at
+    for key in batch_keys:
+        assert 3500 < await redis_client.ttl(key) <= 3600, key
+    assert await redis_client.ttl(keys.task(created.task_id)) == -1
+    assert await redis_client.ttl(keys.catalog) == -1
+    with pytest.raises(KeyError):
+        await TaskStore(redis_client, prefix).set_status("task-nope", TaskStatus.DONE)
