@@ -123,16 +123,14 @@ class RedisStore:
             return None
         batch_id, _ = current
         key = f"auto-{batch_id}"
-        data = json.dumps(
-            {
-                "m": self.settings.fine_tuning_method,
-                "b": batch_id,
-                "k": key,
-                "md": json.dumps({"auto_release": reason}),
-                "raw": "",
-                "key": key,
-            }
-        )
+        data = {
+            "m": self.settings.fine_tuning_method,
+            "b": batch_id,
+            "k": key,
+            "md": json.dumps({"auto_release": reason}),
+            "raw": "",
+            "key": key,
+        }
         entry = Entry(-1, "release", key, "", time_ms, data)
         [result] = await self.apply([PartitionBatch("", [entry])])
         return result.releases[0] if result.releases else None

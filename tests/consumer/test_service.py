@@ -195,3 +195,19 @@ async def test_probes_are_read_only(consumer_settings: Settings) -> None:
         port = service.health.port
         for path in ("/readyz", "/healthz", "/metrics"):
             assert await asyncio.to_thread(_post, f"http://127.0.0.1:{port}{path}") == 405
+
+
+async def test_automatic_release_by_age(
+    consumer_settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    s = consumer_settings.model_copy(update={"auto_release_age_s": 1.0})
+    async with running(s) as service:
+        await publish(s, list(synthetic.sessions(20, seed=2)))
+        await wait_until(lambda: _is(consumed(service), 20))
+        tasks = await read_topic(s, TASKS, 1, wait_s=20)
+    task = decode(TASKS, tasks[0].value)
+    assert task.session_count == 20
+    assert task.metadata == {"auto_release": "age"}
+    assert task.idempotency_key == f"auto-{task.batch_id}"
+    keys = Keys(s.redis_key_prefix)
+    assert await redis_client.hget(keys.batch(task.batch_id), "state") == b"frozen"
