@@ -1,0 +1,49 @@
+"""Metric values on hand-computed cases."""
+
+import math
+
+import pytest
+import torch
+
+from trainer.evaluation import evaluate
+from trainer.metrics import MRR, NDCG, Recall
+from trainer.ranking_data import Session
+
+
+def test_ndcg_hand_computed() -> None:
+    # Relevant at ranks 2 and 3 of 4; two relevant items in all.
+    dcg = 1 / math.log2(3) + 1 / math.log2(4)
+    idcg = 1 / math.log2(2) + 1 / math.log2(3)
+    assert NDCG(10)(["a", "b", "c", "d"], {"b", "c"}) == pytest.approx(dcg / idcg)
+    assert NDCG(1)(["a", "b"], {"b"}) == 0.0
+    assert NDCG(10)(["b", "a"], {"b"}) == 1.0
+    assert NDCG(10)(["a"], set()) == 0.0
+
+
+def test_mrr_and_recall_hand_computed() -> None:
+    assert MRR(10)(["a", "b", "c"], {"c"}) == pytest.approx(1 / 3)
+    assert MRR(2)(["a", "b", "c"], {"c"}) == 0.0
+    assert Recall(2)(["a", "b", "c"], {"b", "c"}) == 0.5
+    assert Recall(3)(["a", "b", "c"], {"b", "c"}) == 1.0
+    with pytest.raises(ValueError):
+        NDCG(0)
+
+
+def test_evaluate_with_a_known_embedding() -> None:
+    # 2-d embeddings chosen by hand: "q" is closest to "x", then "y", then "z".
+    vectors = {"q": [1.0, 0.0], "x": [0.9, 0.1], "y": [0.5, 0.5], "z": [0.0, 1.0]}
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.tensor([vectors[t] for t in texts]), dim=1)
+
+    items = {"ix": "x", "iy": "y", "iz": "z"}
+    sessions = [
+        Session("s1", "q", (("iz", 1), ("iy", 2), ("ix", 3)), frozenset({"iy"})),
+        Session("s2", "q", (("ix", 1),), frozenset(), irrelevant=True),  # not judged
+    ]
+    got = evaluate(encode, sessions, items)
+    # Re-ranked shown list: ix, iy, iz -> the click (iy) at rank 2.
+    assert got["rerank_mrr@10"] == pytest.approx(0.5)
+    assert got["rerank_ndcg@10"] == pytest.approx(1 / math.log2(3))
+    assert got["ndcg@10"] == pytest.approx(1 / math.log2(3))
+    assert got["recall@100"] == 1.0

@@ -1,0 +1,53 @@
+"""Quality of a model on held-out sessions: re-ranking what was shown, and retrieval.
+
+Two views, each averaged over test sessions that have clicks:
+- ``rerank_*``: the session's shown results, ordered by cosine(query, item);
+- ``ndcg@10``, ``mrr@10``, ``recall@100`` (no prefix): the whole batch's item pool, ordered
+  by cosine(query, item) — what an embedding model is used for. ``ndcg@10`` drives the search.
+Item embeddings are computed once per evaluation and shared by both views.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from trainer.metrics import MRR, NDCG, MetricCalculator, Recall
+from trainer.ranking_data import Session
+
+Encode = Callable[[Sequence[str]], Tensor]  # texts -> (n, d) L2-normalised embeddings
+
+MAIN_METRIC = "ndcg@10"
+RERANK: tuple[MetricCalculator, ...] = (NDCG(10), MRR(10), Recall(10))
+POOL: tuple[MetricCalculator, ...] = (NDCG(10), MRR(10), Recall(100))
+
+
+@torch.no_grad()
+def evaluate(
+    encode: Encode, sessions: Sequence[Session], items: dict[str, str]
+) -> dict[str, float]:
+    judged = [s for s in sessions if s.clicked and not s.irrelevant]
+    names = [f"rerank_{m.name}" for m in RERANK] + [m.name for m in POOL]
+    if not judged or not items:
+        return dict.fromkeys(names, 0.0)
+    pool_ids = sorted(items)
+    index = {item: i for i, item in enumerate(pool_ids)}
+    item_emb = encode([items[i] for i in pool_ids])
+    query_emb = encode([s.query for s in judged])
+    scores = query_emb @ item_emb.T  # (sessions, items)
+    totals = dict.fromkeys(names, 0.0)
+    depth = max(m.k for m in POOL)
+    top = torch.topk(scores, k=min(depth, len(pool_ids)), dim=1).indices.tolist()
+    for row, session in enumerate(judged):
+        relevant = set(session.clicked)
+        shown = [i for i, _ in session.shown if i in index]
+        shown_scores = scores[row, [index[i] for i in shown]].tolist()
+        reranked = [
+            i for _, i in sorted(zip(shown_scores, shown, strict=True), key=lambda x: -x[0])
+        ]
+        retrieved = [pool_ids[j] for j in top[row]]
+        for m in RERANK:
+            totals[f"rerank_{m.name}"] += m(reranked, relevant)
+        for m in POOL:
+            totals[m.name] += m(retrieved, relevant)
+    return {k: v / len(judged) for k, v in totals.items()}
