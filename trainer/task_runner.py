@@ -1,0 +1,188 @@
+"""One fine-tuning task, start to finish (the steps of the trainer's design).
+
+1. the task goes ``processing`` (skipped if it is already done or canceled);
+2. ranking data from the frozen batch;
+3. initial model: the method's champion from the MLflow registry, else the base model;
+4. the hyperopt search (``trainer.search``);
+5. a model that beats the baseline by ``min_improvement`` becomes champion and one
+   ``model_ready`` event is published; the task ends ``done`` (or ``error``/``canceled``).
+"""
+
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import redis.asyncio as aioredis
+
+from consumer.tasks import TaskStore, finish_task
+from producer.event_publisher import EventPublisher
+from producer.settings import Settings
+from schemas.model_ready import ModelReadyEvent
+from schemas.task import TaskEvent, TaskStatus
+from trainer.evaluation import MAIN_METRIC
+from trainer.fine_tuner import identity_query
+from trainer.model_source import base_model_path, offline, weights_sha256
+from trainer.params import load_grid
+from trainer.ranking_data import load_ranking_data
+from trainer.search import Canceled, SearchContext, finetune_embedding_model, resolve_device
+from trainer.tracker import ExperimentsTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    status: TaskStatus
+    detail: str
+    model_ready: ModelReadyEvent | None = None
+
+
+class TaskRunner:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, publisher: EventPublisher
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.publisher = publisher
+        self.tasks = TaskStore(redis, settings.redis_key_prefix)
+
+    async def _set(self, task_id: str, status: TaskStatus, detail: str) -> None:
+        if status.is_final:
+            record = await finish_task(
+                self.redis,
+                self.settings.redis_key_prefix,
+                task_id,
+                status,
+                detail,
+                retention_s=self.settings.batch_retention_s,
+            )
+        else:
+            record = await self.tasks.set_status(task_id, status, detail)
+        await self.publisher.publish(record.status_event())
+
+    async def run(self, task: TaskEvent) -> Outcome | None:
+        record = await self.tasks.get(task.task_id)
+        if record is None:
+            log.warning("task %s has no record (expired?); skipped", task.task_id)
+            return None
+        if record.status in (TaskStatus.DONE, TaskStatus.CANCELED):
+            log.info("task %s is already %s; skipped", task.task_id, record.status)
+            return None
+        await self._set(task.task_id, TaskStatus.PROCESSING, "search started")
+        loop = asyncio.get_running_loop()
+        canceled = asyncio.Event()
+
+        async def poll_cancel() -> None:
+            while not canceled.is_set():
+                current = await self.tasks.get(task.task_id)
+                if current is not None and current.status is TaskStatus.CANCELED:
+                    canceled.set()
+                await asyncio.sleep(1.0)
+
+        watcher = asyncio.create_task(poll_cancel())
+        try:
+            data = await load_ranking_data(
+                self.redis,
+                self.settings.redis_key_prefix,
+                task.batch_id,
+                test_fraction=self.settings.test_fraction,
+            )
+            log.info("task %s: %s", task.task_id, data.stats)
+            outcome = await asyncio.to_thread(self._search, task, data, canceled.is_set)
+        except Canceled:
+            outcome = Outcome(TaskStatus.CANCELED, "canceled at a trial boundary")
+        except Exception as exc:
+            log.exception("task %s failed", task.task_id)
+            outcome = Outcome(TaskStatus.ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            canceled.set()
+            await watcher
+        if outcome.model_ready is not None:
+            await self.publisher.publish(outcome.model_ready)
+        if outcome.status is TaskStatus.CANCELED:
+            await self.tasks.set_status(task.task_id, TaskStatus.CANCELED, outcome.detail)
+        else:
+            await self._set(task.task_id, outcome.status, outcome.detail)
+        del loop
+        return outcome
+
+    def _search(self, task: TaskEvent, data, is_canceled) -> Outcome:
+        offline()
+        s = self.settings
+        model_name = f"{s.model_name_prefix}{task.fine_tuning_method}"
+        tracker = ExperimentsTracker(
+            s.mlflow_tracking_uri, model_name, task.fine_tuning_method, task.task_id
+        )
+        if not data.train or not data.test:
+            return Outcome(TaskStatus.DONE, f"not enough sessions to train: {data.stats}")
+        work = Path(s.work_dir) / task.task_id
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            champion = tracker.champion_uri()
+            if champion is not None:
+                initial = work / "initial"
+                mlflow.sentence_transformers.load_model(champion).save(str(initial))
+                base = champion
+            else:
+                initial = Path(base_model_path(s.base_model))
+                base = s.base_model
+            ctx = SearchContext(
+                device=resolve_device(s.device),
+                is_canceled=is_canceled,
+                initial_model_path=str(initial),
+            )
+            quality = finetune_embedding_model(
+                task.task_id,
+                s,
+                data,
+                identity_query,
+                tracker,
+                load_grid(s.params_grid_file),
+                initial_max_evals=s.max_evals,
+                context=ctx,
+            )
+            baseline = ctx.baseline.get(MAIN_METRIC, 0.0)
+            if tracker.best is None:
+                return Outcome(TaskStatus.ERROR, f"all {ctx.trials_run} trials failed")
+            if quality < baseline + s.min_improvement:
+                tracker.finish_iteration()
+                return Outcome(
+                    TaskStatus.DONE,
+                    f"no improvement: {MAIN_METRIC} {quality:.4f} vs baseline "
+                    f"{baseline:.4f} (needs +{s.min_improvement})",
+                )
+            version, uri = tracker.register_best(
+                {"task_id": task.task_id, "batch_id": task.batch_id}
+            )
+            local = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(work / "final"))
+            )
+            metrics = tracker.best_metrics()
+            model = mlflow.sentence_transformers.load_model(uri)
+            event = ModelReadyEvent.create(
+                event_id=f"{task.task_id}:model_ready",
+                task_id=task.task_id,
+                batch_id=task.batch_id,
+                fine_tuning_method=task.fine_tuning_method,
+                model_name=model_name,
+                model_version=version,
+                model_uri=uri,
+                artifact_sha256=weights_sha256(local),
+                embedding_dim=int(model.get_sentence_embedding_dimension() or 0),
+                base_model=str(base),
+                metrics={"baseline": ctx.baseline, "tuned": metrics},
+                mlflow_run_id=tracker.best.run_id,
+                created_at=datetime.now(UTC),
+            )
+            tracker.finish_iteration()
+            return Outcome(
+                TaskStatus.DONE,
+                f"champion {model_name} v{version}: {MAIN_METRIC} {baseline:.4f} -> {quality:.4f}",
+                event,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
