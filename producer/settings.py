@@ -214,6 +214,9 @@ class Settings(BaseSettings):
         default=0.2, gt=0, lt=1, description="Share of queries held out for evaluation."
     )
     trainer_group: str = Field(default="trainers", description="Consumer group of trainers.")
+    trainer_metrics_port: int = Field(
+        default=9401, ge=0, le=65535, description="Metrics/probes port of `clicktune train`."
+    )
     model_name_prefix: str = Field(
         default="clicktune-", description="Registered model name = prefix + method."
     )

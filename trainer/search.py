@@ -75,6 +75,8 @@ def _finetune_embedding_model_one_step(
     on the held-out sessions, keep it in MLflow if it is the best so far; return the quality
     (the main metric)."""
     ctx = context or SearchContext(device=resolve_device(settings.device))
+    # The same parameters give the same run: a retried task reproduces its results.
+    lightning.seed_everything(int(fine_tuning_params.digest()[:8], 16), verbose=False)
     model = SentenceTransformer(initial_model_path, device=ctx.device)
     model.max_seq_length = settings.max_seq_length
     module = EmbeddingsFineTuner.create(

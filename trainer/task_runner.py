@@ -11,6 +11,7 @@
 import asyncio
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +26,9 @@ from schemas.model_ready import ModelReadyEvent
 from schemas.task import TaskEvent, TaskStatus
 from trainer.evaluation import MAIN_METRIC
 from trainer.fine_tuner import identity_query
+from trainer.metrics_export import TrainerMetrics
 from trainer.model_source import base_model_path, offline, weights_sha256
-from trainer.params import load_grid
+from trainer.params import FineTuningParams, load_grid
 from trainer.ranking_data import load_ranking_data
 from trainer.search import Canceled, SearchContext, finetune_embedding_model, resolve_device
 from trainer.tracker import ExperimentsTracker
@@ -43,12 +45,17 @@ class Outcome:
 
 class TaskRunner:
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, publisher: EventPublisher
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        publisher: EventPublisher,
+        metrics: TrainerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.publisher = publisher
         self.tasks = TaskStore(redis, settings.redis_key_prefix)
+        self.metrics = metrics or TrainerMetrics()
 
     async def _set(self, task_id: str, status: TaskStatus, detail: str) -> None:
         if status.is_final:
@@ -73,7 +80,8 @@ class TaskRunner:
             log.info("task %s is already %s; skipped", task.task_id, record.status)
             return None
         await self._set(task.task_id, TaskStatus.PROCESSING, "search started")
-        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        self.metrics.busy.set(1)
         canceled = asyncio.Event()
 
         async def poll_cancel() -> None:
@@ -101,14 +109,27 @@ class TaskRunner:
         finally:
             canceled.set()
             await watcher
-        if outcome.model_ready is not None:
-            await self.publisher.publish(outcome.model_ready)
-        if outcome.status is TaskStatus.CANCELED:
-            await self.tasks.set_status(task.task_id, TaskStatus.CANCELED, outcome.detail)
-        else:
-            await self._set(task.task_id, outcome.status, outcome.detail)
-        del loop
+        ready = outcome.model_ready
+        if ready is not None:
+            await self.publisher.publish(ready)
+            self.metrics.best_metric.labels(ready.fine_tuning_method).set(
+                ready.metrics.tuned.get(MAIN_METRIC, float("nan"))
+            )
+            self.metrics.last_model_time.labels(ready.fine_tuning_method).set(time.time())
+        await self._set(task.task_id, outcome.status, outcome.detail)
+        self.metrics.tasks.labels(status=outcome.status.value).inc()
+        self.metrics.task_duration.observe(time.perf_counter() - started)
+        self.metrics.busy.set(0)
+        log.info("task %s: %s (%s)", task.task_id, outcome.status.value, outcome.detail)
         return outcome
+
+    def _trial_done(self, params: FineTuningParams, quality: float | None, seconds: float) -> None:
+        self.metrics.trial_duration.observe(seconds)
+        self.metrics.trials.labels(outcome="failed" if quality is None else "ok").inc()
+        shown = "failed" if quality is None else f"{MAIN_METRIC} {quality:.4f}"
+        log.info(
+            "trial %s (%s): %s in %.1f s", params.digest(), params.model_dump(), shown, seconds
+        )
 
     def _search(self, task: TaskEvent, data, is_canceled) -> Outcome:
         offline()
@@ -134,6 +155,7 @@ class TaskRunner:
                 device=resolve_device(s.device),
                 is_canceled=is_canceled,
                 initial_model_path=str(initial),
+                on_trial=self._trial_done,
             )
             quality = finetune_embedding_model(
                 task.task_id,

@@ -11,6 +11,7 @@ from producer.cli.errors import run_cli
 from producer.cli.publish import publish
 from producer.cli.release import release
 from producer.cli.schemas import schemas
+from producer.cli.train import cancel, status, train
 from producer.cli.watch import watch
 
 app = typer.Typer(
@@ -28,6 +29,9 @@ app.command()(watch)
 app.command()(broker)
 app.command()(consume)
 app.command()(schemas)
+app.command()(train)
+app.command()(status)
+app.command()(cancel)
 
 
 def main(argv: list[str] | None = None) -> None:

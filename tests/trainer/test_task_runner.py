@@ -59,3 +59,19 @@ async def test_a_task_produces_a_champion_and_one_model_ready(
     async with EventPublisher(s) as publisher:
         again = await TaskRunner(s, redis_client, publisher).run(record.task_event())
     assert again is None
+
+
+@pytest.mark.timeout(600)
+async def test_no_improvement_means_done_without_a_model(
+    trainer_settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    s = trainer_settings.model_copy(update={"min_improvement": 0.5, "max_evals": 1})
+    task_id = await frozen_batch(s, redis_client)
+    record = await TaskStore(redis_client, s.redis_key_prefix).get(task_id)
+    async with EventPublisher(s) as publisher:
+        outcome = await TaskRunner(s, redis_client, publisher).run(record.task_event())
+    assert outcome is not None and outcome.model_ready is None
+    assert outcome.status is TaskStatus.DONE
+    assert outcome.detail.startswith("no improvement: ndcg@10")
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    assert mlflow.MlflowClient().search_registered_models() == []
