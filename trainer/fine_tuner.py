@@ -1,5 +1,6 @@
 """EmbeddingsFineTuner: the LightningModule of one fine-tuning run."""
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from trainer.metrics import MetricCalculator
 from trainer.params import FineTuningParams
 from trainer.ranking_data import Pair, Session
 
+log = logging.getLogger(__name__)
 QueryRetriever = Callable[[str], str]  # query as logged -> text to embed
 
 
@@ -272,6 +274,13 @@ class EmbeddingsFineTuner(lightning.LightningModule):
         for name, value in metrics.items():
             self.log(name, value, batch_size=1)
         self.history.append(metrics)
+        log.info(
+            "epoch %d: %s %.4f, val_loss %.4f",
+            self.current_epoch,
+            MAIN_METRIC,
+            metrics.get(MAIN_METRIC, float("nan")),
+            mean_loss,
+        )
         if self.tracker is not None:
             self.tracker.log_epoch(metrics, epoch=self.current_epoch)
         self._val_losses = []

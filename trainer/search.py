@@ -127,7 +127,12 @@ def _finetune_embedding_model_one_step_hyperopt(
     ctx = context or SearchContext(device=resolve_device(settings.device))
     if ctx.is_canceled():
         raise Canceled
-    params = FineTuningParams(**{**FineTuningParams().model_dump(), **hyperopt_params})
+    try:
+        params = FineTuningParams(**{**FineTuningParams().model_dump(), **hyperopt_params})
+    except ValueError as exc:  # a grid value out of range: nothing to train or log
+        log.warning("trial with %s refused: %s", hyperopt_params, exc)
+        ctx.trials_failed += 1
+        return {"status": STATUS_FAIL, "error": str(exc)}
     done = tracker.finished_quality(params)
     if done is not None:  # a retried task: this run already finished
         log.info("run %s already finished: quality %.4f", params.digest(), done)

@@ -65,13 +65,25 @@ def trainer_settings(consumer_settings: Settings, tmp_path: Path) -> Settings:
     )
 
 
-async def frozen_batch(settings: Settings, client: aioredis.Redis, sessions: int = 60) -> str:
-    events, _ = clicked_sessions(sessions)
+async def frozen_batch(
+    settings: Settings,
+    client: aioredis.Redis,
+    sessions: int = 60,
+    seed: int = 0,
+    offset: int = 0,
+) -> str:
+    """Apply ``sessions`` clicked sessions and a release; return the task id."""
+    events, _ = clicked_sessions(sessions, seed=seed)
+    events = [
+        e.model_copy(
+            update={"session_id": f"{e.session_id}-{seed}", "event_id": f"{e.event_id}-{seed}"}
+        )
+        for e in events
+    ]
     store = RedisStore(client, settings)
-    entries = [to_entry(i, e) for i, e in enumerate(events)]
+    entries = [to_entry(offset + i, e) for i, e in enumerate(events)]
     await store.apply([PartitionBatch("ev:0", entries)])
     release = ReleaseEvent.create()
-    [result] = await store.apply(
-        [PartitionBatch("rel:0", [to_entry(0, release, raw=release.model_dump_json().encode())])]
-    )
+    raw = release.model_dump_json().encode()
+    [result] = await store.apply([PartitionBatch("rel:0", [to_entry(offset, release, raw=raw)])])
     return result.releases[0].task_id
