@@ -252,3 +252,38 @@ def test_broker_command_creates_topics_and_stops_cleanly(
     # The broker process is gone too: the port is free again.
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_status_and_cancel_commands(
+    cli_env: dict[str, str], settings: Settings, redis_client
+) -> None:
+    from consumer.entries import to_entry
+    from consumer.store import PartitionBatch, RedisStore
+    from schemas import ReleaseEvent, SearchEvent
+    from schemas import decode as decode_event
+    from schemas.topics import STATUS
+
+    s = settings.model_copy(update={"redis_key_prefix": settings.topic_prefix})
+    env = {**cli_env, "CLICKTUNE_REDIS_KEY_PREFIX": s.redis_key_prefix}
+    store = RedisStore(redis_client, s)
+    search = SearchEvent.create(session_id="a", query="q", results=[{"item_id": "i"}])
+    await store.apply([PartitionBatch("ev:0", [to_entry(0, search)])])
+    release = ReleaseEvent.create()
+    await store.apply([PartitionBatch("rel:0", [to_entry(0, release, raw=b"{}")])])
+    listed = run(["status"], env)
+    assert listed.returncode == 0 and "task-b000001" in listed.stdout and "pending" in listed.stdout
+    one = run(["status", "task-b000001", "--json"], env)
+    assert json.loads(one.stdout)["status"] == "pending"
+    canceled = run(["cancel", "task-b000001"], env)
+    assert canceled.returncode == 0, canceled.stderr
+    assert json.loads(run(["status", "task-b000001", "--json"], env).stdout)["status"] == (
+        "canceled"
+    )
+    [event] = await read_topic(s, STATUS, 1)
+    assert decode_event(STATUS, event.value).status == "canceled"
+    again = run(["cancel", "task-b000001"], env)
+    assert again.returncode == 1 and "already canceled" in again.stderr
+    missing = run(["status", "task-nope"], env)
+    assert missing.returncode == 1 and missing.stderr.startswith("clicktune: error: no task")
+    for key in [k async for k in redis_client.scan_iter(f"{s.redis_key_prefix}*")]:
+        await redis_client.delete(key)

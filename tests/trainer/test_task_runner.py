@@ -75,3 +75,29 @@ async def test_no_improvement_means_done_without_a_model(
     assert outcome.detail.startswith("no improvement: ndcg@10")
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     assert mlflow.MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.timeout(600)
+async def test_a_task_interrupted_mid_search_resumes_without_retraining(
+    trainer_settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    s = trainer_settings
+    task_id = await frozen_batch(s, redis_client)
+    store = TaskStore(redis_client, s.redis_key_prefix)
+    task = (await store.get(task_id)).task_event()
+    async with EventPublisher(s) as publisher:
+        first = await TaskRunner(s, redis_client, publisher).run(task)
+    assert first is not None and first.model_ready is not None
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(f"clicktune-default/{task_id}")
+    runs_before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    # As if the worker had died before finishing: the task is still "processing".
+    await store.set_status(task_id, TaskStatus.PROCESSING, "worker died")
+    async with EventPublisher(s) as publisher:
+        runner = TaskRunner(s, redis_client, publisher)
+        again = await runner.run(task)
+    assert again is not None and again.status is TaskStatus.DONE, again
+    runs_after = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    assert runs_after == runs_before  # every finished run was reused, none trained again
+    assert runner.metrics.trials.labels(outcome="ok")._value.get() == 0
