@@ -28,19 +28,27 @@ def evaluate(
     sessions: Sequence[Session],
     items: dict[str, str],
     encode_queries: Encode | None = None,
+    *,
+    pool_metrics: Sequence[MetricCalculator] = POOL,
+    ranker: Callable[[Tensor, Tensor], Tensor] | None = None,
+    is_similarity: bool = True,
 ) -> dict[str, float]:
-    """Mean metrics over ``sessions`` with clicks; ``encode_queries`` defaults to ``encode``."""
+    """Mean metrics over ``sessions`` with clicks. ``encode_queries`` defaults to ``encode``;
+    ``ranker`` scores queries against items (cosine of the normalised embeddings by
+    default); with ``is_similarity=False`` it returns distances and lower ranks first."""
     judged = [s for s in sessions if s.clicked and not s.irrelevant]
-    names = [f"rerank_{m.name}" for m in RERANK] + [m.name for m in POOL]
+    names = [f"rerank_{m.name}" for m in RERANK] + [m.name for m in pool_metrics]
     if not judged or not items:
         return dict.fromkeys(names, 0.0)
     pool_ids = sorted(items)
     index = {item: i for i, item in enumerate(pool_ids)}
     item_emb = encode([items[i] for i in pool_ids])
     query_emb = (encode_queries or encode)([s.query for s in judged])
-    scores = query_emb @ item_emb.T  # (sessions, items)
+    scores = ranker(query_emb, item_emb) if ranker else query_emb @ item_emb.T
+    if not is_similarity:
+        scores = -scores
     totals = dict.fromkeys(names, 0.0)
-    depth = max(m.k for m in POOL)
+    depth = max(m.k for m in pool_metrics)
     top = torch.topk(scores, k=min(depth, len(pool_ids)), dim=1).indices.tolist()
     for row, session in enumerate(judged):
         relevant = set(session.clicked)
@@ -52,6 +60,6 @@ def evaluate(
         retrieved = [pool_ids[j] for j in top[row]]
         for m in RERANK:
             totals[f"rerank_{m.name}"] += m(reranked, relevant)
-        for m in POOL:
+        for m in pool_metrics:
             totals[m.name] += m(retrieved, relevant)
     return {k: v / len(judged) for k, v in totals.items()}

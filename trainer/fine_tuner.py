@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from trainer.confidence import ConfidenceCalculator, ExaminationConfidence
-from trainer.evaluation import MAIN_METRIC, evaluate
+from trainer.evaluation import MAIN_METRIC, POOL, evaluate
 from trainer.losses import LOSSES, InBatchContrastiveLoss, MarginRankingLoss, PairBatch
 from trainer.losses.base import RankingLoss
 from trainer.metrics import MetricCalculator
@@ -266,6 +266,9 @@ class EmbeddingsFineTuner(lightning.LightningModule):
             self.preprocess_inputs(sets.test_sessions),
             sets.items,
             encode_queries=self.encode_queries,
+            pool_metrics=self.metric_calculators or POOL,
+            ranker=self.ranker,
+            is_similarity=self.is_similarity,
         )
 
     def on_validation_epoch_end(self) -> float:

@@ -47,3 +47,17 @@ def test_evaluate_with_a_known_embedding() -> None:
     assert got["rerank_ndcg@10"] == pytest.approx(1 / math.log2(3))
     assert got["ndcg@10"] == pytest.approx(1 / math.log2(3))
     assert got["recall@100"] == 1.0
+
+
+def test_evaluate_with_a_distance_ranker_and_custom_metrics() -> None:
+    vectors = {"q": [1.0, 0.0], "x": [0.9, 0.1], "y": [0.0, 1.0]}
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.tensor([vectors[t] for t in texts]), dim=1)
+
+    sessions = [Session("s1", "q", (("iy", 1), ("ix", 2)), frozenset({"ix"}))]
+    items = {"ix": "x", "iy": "y"}
+    got = evaluate(encode, sessions, items, pool_metrics=(MRR(1),),
+                   ranker=torch.cdist, is_similarity=False)
+    assert set(got) == {"rerank_ndcg@10", "rerank_mrr@10", "rerank_recall@10", "mrr@1"}
+    assert got["mrr@1"] == 1.0  # the nearest item by distance is the clicked one
