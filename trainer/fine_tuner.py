@@ -201,6 +201,12 @@ class EmbeddingsFineTuner(lightning.LightningModule):
             self.items_sets.test, batch_size=self.batch_size, shuffle=False, collate_fn=list
         )
 
+    def on_train_epoch_start(self) -> None:
+        # Models load in eval mode; fine-tune as sentence-transformers' own trainer does,
+        # with dropout on (Lightning puts them back in eval mode for validation).
+        self.query_model.train()
+        self.items_model.train()
+
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:

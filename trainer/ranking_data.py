@@ -57,7 +57,11 @@ class RankingData:
         confidence: ConfidenceCalculator | None = None,
         *,
         skip_above_weight: float = 2.0,
+        max_negatives: int = 4,
     ) -> list[Pair]:
+        """Training pairs of ``sessions``. Each positive keeps its ``max_negatives``
+        strongest negatives (skips above the click and high ranks first): the rest add
+        little beyond the in-batch negatives and cost a forward pass each."""
         conf = confidence or ExaminationConfidence()
         out: list[Pair] = []
         for s in sessions:
@@ -71,12 +75,17 @@ class RankingData:
             positives = [(i, r) for i, r in s.shown if i in s.clicked and i in self.items]
             last = s.last_click_rank
             skipped = [(i, r) for i, r in s.shown if i not in s.clicked and i in self.items]
+            weighted = sorted(
+                (
+                    (conf(rank) * (skip_above_weight if rank < last else 1.0), neg)
+                    for neg, rank in skipped
+                ),
+                key=lambda x: -x[0],
+            )[:max_negatives]
             for pos, _ in positives:
-                if not skipped:
+                if not weighted:
                     out.append(Pair(s.query, pos, "", 1.0))
-                for neg, rank in skipped:
-                    weight = conf(rank) * (skip_above_weight if rank < last else 1.0)
-                    out.append(Pair(s.query, pos, neg, weight))
+                out.extend(Pair(s.query, pos, neg, weight) for weight, neg in weighted)
         return out
 
 

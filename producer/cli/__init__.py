@@ -7,6 +7,7 @@ import typer
 from producer.cli.broker import broker
 from producer.cli.consume import consume
 from producer.cli.context import global_options
+from producer.cli.demo import demo
 from producer.cli.errors import run_cli
 from producer.cli.publish import publish
 from producer.cli.release import release
@@ -32,6 +33,7 @@ app.command()(schemas)
 app.command()(train)
 app.command()(status)
 app.command()(cancel)
+app.command()(demo)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,7 +57,8 @@ def test_evaluate_with_a_distance_ranker_and_custom_metrics() -> None:
 
     sessions = [Session("s1", "q", (("iy", 1), ("ix", 2)), frozenset({"ix"}))]
     items = {"ix": "x", "iy": "y"}
-    got = evaluate(encode, sessions, items, pool_metrics=(MRR(1),),
-                   ranker=torch.cdist, is_similarity=False)
+    got = evaluate(
+        encode, sessions, items, pool_metrics=(MRR(1),), ranker=torch.cdist, is_similarity=False
+    )
     assert set(got) == {"rerank_ndcg@10", "rerank_mrr@10", "rerank_recall@10", "mrr@1"}
     assert got["mrr@1"] == 1.0  # the nearest item by distance is the clicked one

@@ -1,0 +1,261 @@
+"""`clicktune demo`: the whole loop on embedded defaults, in minutes on a laptop CPU.
+
+Embedded broker, Redis (the one at CLICKTUNE_REDIS_URL, or a local redis-server started on a
+free port), MLflow in ./.clicktune/, the consumer and the trainer as subprocesses with their
+own logs, a simulated clickstream over a generated catalog (the base model ranks it, users
+click by a hidden relevance), a release, and the result.
+"""
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from producer.broker import EmbeddedBroker, free_port
+from producer.publisher import ClickstreamPublisher
+from producer.sample_catalog import build_catalog
+from producer.settings import Settings
+from producer.simulator import ClickSimulator
+from producer.subscriber import subscribe_model_ready, subscribe_status
+
+HOME = Path(".clicktune")
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+async def _redis_url(wanted: str, logs: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
+    client = aioredis.from_url(wanted, socket_connect_timeout=2)
+    try:
+        await client.ping()
+        return wanted, None
+    except Exception:
+        pass
+    finally:
+        await client.aclose()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise DemoError(
+            f"Redis does not answer at {wanted} and redis-server is not installed: "
+            "apt-get install redis-server (or set CLICKTUNE_REDIS_URL)"
+        )
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=(logs / "redis.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(50):
+        client = aioredis.from_url(url)
+        try:
+            await client.ping()
+            return url, proc
+        except Exception:
+            await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+    raise DemoError("redis-server did not start")
+
+
+def _base_ranker(catalog: dict[str, str], base_model: str):
+    from sentence_transformers import SentenceTransformer
+
+    from trainer.model_source import base_model_path, offline
+
+    offline()
+    model = SentenceTransformer(base_model_path(base_model), device="cpu")
+    ids = list(catalog)
+    matrix = model.encode(
+        [catalog[i] for i in ids],
+        normalize_embeddings=True,
+        batch_size=128,
+        show_progress_bar=False,
+    )
+
+    def rank(query: str) -> list[str]:
+        scores = matrix @ model.encode([query], normalize_embeddings=True)[0]
+        return [ids[k] for k in (-scores).argsort()[:20]]
+
+    return rank
+
+
+async def run_demo(
+    settings: Settings, *, sessions: int, keep_running: bool, console: Console
+) -> int:
+    HOME.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, at start-up
+    logs = HOME / "logs"
+    logs.mkdir(exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    with EmbeddedBroker(log_file=logs / "broker.log") as broker:
+        redis_url, own_redis = await _redis_url(settings.redis_url, logs)
+        if own_redis is not None:
+            procs.append(own_redis)
+        run_id = time.strftime("%Y%m%d%H%M%S")
+        s = settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": broker.bootstrap_servers,
+                "kafka_enable_idempotence": False,
+                "redis_url": redis_url,
+                "redis_key_prefix": f"clicktune-demo-{run_id}:",
+                "mlflow_tracking_uri": f"sqlite:///{(HOME / 'mlflow.db').resolve()}",
+                "work_dir": HOME / "work",
+            }
+        )
+        consumer_port, trainer_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "CLICKTUNE_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
+            "CLICKTUNE_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "CLICKTUNE_REDIS_URL": redis_url,
+            "CLICKTUNE_REDIS_KEY_PREFIX": s.redis_key_prefix,
+            "CLICKTUNE_MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
+            "CLICKTUNE_WORK_DIR": str(s.work_dir),
+            "CLICKTUNE_METRICS_PORT": str(consumer_port),
+            "CLICKTUNE_TRAINER_METRICS_PORT": str(trainer_port),
+            "CLICKTUNE_MAX_EVALS": str(s.max_evals),
+            "CLICKTUNE_EPOCHS": str(s.epochs),
+        }
+        exe = str(Path(sys.executable).with_name("clicktune"))
+        console.print(
+            f"[bold]broker[/] {broker.bootstrap_servers}  [bold]redis[/] {redis_url}"
+            f"  [bold]mlflow[/] {s.mlflow_tracking_uri}  [bold]logs[/] {logs}/"
+        )
+        try:
+            for name, args in (("consumer", ["-v", "consume"]), ("trainer", ["-v", "train"])):
+                procs.append(
+                    subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
+                        [exe, *args],
+                        env=env,
+                        stdout=(logs / f"{name}.log").open("wb"),
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            result = await _drive(s, sessions, console)
+            if keep_running:
+                console.print(
+                    f"\nServices keep running. MLflow UI: [bold]mlflow ui --backend-store-uri "
+                    f"{s.mlflow_tracking_uri}[/]  consumer metrics: http://127.0.0.1:"
+                    f"{consumer_port}/metrics  trainer metrics: http://127.0.0.1:{trainer_port}"
+                    f"/metrics  broker: {broker.bootstrap_servers}\nCtrl-C stops everything."
+                )
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()
+            return result
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+async def _drive(s: Settings, sessions: int, console: Console) -> int:
+    catalog, judgments = build_catalog()
+    with console.status("ranking the catalog with the base model"):
+        rank = await asyncio.to_thread(_base_ranker, catalog, s.base_model)
+    sim = ClickSimulator(catalog, judgments, rank, seed=7)
+    client = aioredis.from_url(s.redis_url)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with bar:
+        published = bar.add_task("sessions published", total=sessions)
+        batched = bar.add_task("sessions in the open batch", total=sessions)
+        async with ClickstreamPublisher(s) as publisher:
+            for item in sim.items():
+                await publisher.send(item)
+            for events in sim.sessions(sessions):
+                for event in events:
+                    await publisher.send(event)
+                bar.advance(published)
+            await publisher.flush()
+            deadline = time.monotonic() + 180
+            while True:
+                bid = await client.get(f"{s.redis_key_prefix}batch:open")
+                count = (
+                    int(
+                        await client.hget(f"{s.redis_key_prefix}batch:{bid.decode()}", "sessions")
+                        or 0
+                    )
+                    if bid
+                    else 0
+                )
+                bar.update(batched, completed=count)
+                if count >= sessions:
+                    break
+                if time.monotonic() > deadline:
+                    raise DemoError(
+                        "the consumer did not batch the sessions in time "
+                        "(see .clicktune/logs/consumer.log)"
+                    )
+                await asyncio.sleep(0.3)
+            event, _ = await publisher.release(
+                idempotency_key=f"demo-{s.redis_key_prefix}",
+                metadata={"requested_by": "clicktune demo"},
+            )
+    await client.aclose()
+    console.print(
+        f"released the batch ({sessions} sessions); training with "
+        f"{s.max_evals} trials x {s.epochs} epoch(s)…"
+    )
+    return await _follow(s, console)
+
+
+async def _follow(s: Settings, console: Console) -> int:
+    status_task = asyncio.create_task(_print_statuses(s, console))
+    try:
+        async with asyncio.timeout(1800), subscribe_model_ready(s, group_id=None) as ready:
+            outcome = asyncio.create_task(anext(ready))
+            done, _ = await asyncio.wait(
+                {outcome, status_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if outcome not in done:
+                outcome.cancel()
+                return 1 if status_task.result() == "error" else 0
+            event = outcome.result()
+    finally:
+        status_task.cancel()
+    table = Table(title=f"{event.model_name} v{event.model_version}  ({event.model_uri})")
+    table.add_column("metric (held-out queries)")
+    table.add_column("baseline", justify="right")
+    table.add_column("tuned", justify="right")
+    table.add_column("change", justify="right")
+    for name in sorted(event.metrics.tuned):
+        base, tuned = event.metrics.baseline.get(name, 0.0), event.metrics.tuned[name]
+        table.add_row(name, f"{base:.4f}", f"{tuned:.4f}", f"{tuned - base:+.4f}")
+    console.print(table)
+    console.print(
+        f"load it: mlflow.sentence_transformers.load_model('{event.model_uri}') with "
+        f"MLFLOW_TRACKING_URI={s.mlflow_tracking_uri}; sha256 {event.artifact_sha256}"
+    )
+    return 0
+
+
+async def _print_statuses(s: Settings, console: Console) -> str:
+    async with subscribe_status(s, group_id=None) as statuses:
+        async for status in statuses:
+            console.print(f"task {status.task_id}: [bold]{status.status.value}[/] {status.detail}")
+            if status.status.is_final and not status.detail.startswith("champion"):
+                return status.status.value
+    return "unknown"
