@@ -136,7 +136,11 @@ class TaskRunner:
         s = self.settings
         model_name = f"{s.model_name_prefix}{task.fine_tuning_method}"
         tracker = ExperimentsTracker(
-            s.mlflow_tracking_uri, model_name, task.fine_tuning_method, task.task_id
+            s.mlflow_tracking_uri,
+            model_name,
+            task.fine_tuning_method,
+            task.task_id,
+            instance=task.created_at.strftime("%Y%m%dT%H%M%S.%fZ"),
         )
         if not data.train or not data.test:
             return Outcome(TaskStatus.DONE, f"not enough sessions to train: {data.stats}")

@@ -1,6 +1,7 @@
 """MLflow bookkeeping of a search: an experiment per iteration, a run per parameter set.
 
-- The experiment of an iteration is named ``<model name>/<task id>`` and tagged with the
+- The experiment of an iteration is named ``<model name>/<task id>@<task created_at>`` and
+  tagged with the
   method; the previous iteration's experiment is found by that tag and removed once the
   current iteration is over (its registered champion stays until replaced).
 - A run is named by the parameter set's digest: a retried task finds the finished run and
@@ -48,8 +49,19 @@ class Best:
 
 
 class ExperimentsTracker:
-    def __init__(self, tracking_uri: str, model_name: str, method: str, task_id: str) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        method: str,
+        task_id: str,
+        instance: str = "",
+    ) -> None:
+        """``instance`` tells apart two tasks with the same id (a new deployment prefix, a
+        wiped Redis): the task's creation time. Without it their runs would be mistaken for
+        one another's and reused."""
         mlflow.set_tracking_uri(tracking_uri)
+        self.instance = instance
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.model_name = model_name
         self.method = method
@@ -62,6 +74,8 @@ class ExperimentsTracker:
 
     def start_iteration(self) -> str:
         name = f"{self.model_name}/{self.task_id}"
+        if self.instance:
+            name += f"@{self.instance}"
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
             if existing.lifecycle_stage == "deleted":

@@ -87,3 +87,13 @@ async def frozen_batch(
     raw = release.model_dump_json().encode()
     [result] = await store.apply([PartitionBatch("rel:0", [to_entry(offset, release, raw=raw)])])
     return result.releases[0].task_id
+
+
+def experiment_of(client, task_id: str):
+    """The MLflow experiment of a task's iteration (active or deleted)."""
+    from mlflow.entities import ViewType
+
+    [experiment] = client.search_experiments(
+        view_type=ViewType.ALL, filter_string=f"tags.`clicktune.task_id` = '{task_id}'"
+    )
+    return experiment

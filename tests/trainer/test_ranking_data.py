@@ -58,8 +58,9 @@ def test_split_is_by_query_and_deterministic() -> None:
 def test_each_positive_keeps_its_strongest_negatives() -> None:
     shown = tuple((f"i{r}", r) for r in range(1, 11))
     s = Session("s", "q", shown, frozenset({"i5"}))
-    pairs = _data([s]).pairs([s], ExaminationConfidence(eta=1.0, floor=0.0),
-                             skip_above_weight=2.0, max_negatives=3)
+    pairs = _data([s]).pairs(
+        [s], ExaminationConfidence(eta=1.0, floor=0.0), skip_above_weight=2.0, max_negatives=3
+    )
     # Skips above the click, highest first, outweigh anything below it.
     assert [p.negative for p in pairs] == ["i1", "i2", "i3"]
     assert len(_data([s]).pairs([s], max_negatives=20)) == 9

@@ -12,7 +12,7 @@ from producer.event_publisher import EventPublisher
 from producer.settings import Settings
 from schemas import TaskStatus
 from tests.consumer.conftest import wait_until
-from tests.trainer.conftest import frozen_batch
+from tests.trainer.conftest import experiment_of, frozen_batch
 from trainer.fine_tuner import identity_query
 from trainer.model_source import base_model_path
 from trainer.ranking_data import load_ranking_data
@@ -74,7 +74,7 @@ async def test_cancel_stops_at_the_next_trial_boundary(
     assert (await store.get(task_id)).status is TaskStatus.CANCELED
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(f"clicktune-default/{task_id}")
+    experiment = experiment_of(client, task_id)
     assert len(client.search_runs([experiment.experiment_id])) < 6
 
 
@@ -99,8 +99,8 @@ async def test_the_next_iteration_starts_from_the_champion_and_the_best_params(
     assert two is not None and two.status is TaskStatus.DONE, two
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    exp_one = client.get_experiment_by_name(f"clicktune-default/{first}")
-    exp_two = client.get_experiment_by_name(f"clicktune-default/{second}")
+    exp_one = experiment_of(client, first)
+    exp_two = experiment_of(client, second)
     assert exp_one.lifecycle_stage == "deleted"  # removed once the next iteration ended
     names_one = {
         r.info.run_name

@@ -11,7 +11,7 @@ from producer.settings import Settings
 from schemas import ModelReadyEvent, TaskStatus, decode
 from schemas.topics import MODELS, STATUS
 from tests.conftest import read_topic
-from tests.trainer.conftest import frozen_batch
+from tests.trainer.conftest import experiment_of, frozen_batch
 from trainer.model_source import weights_sha256
 from trainer.task_runner import TaskRunner
 
@@ -32,7 +32,7 @@ async def test_a_task_produces_a_champion_and_one_model_ready(
     # MLflow: runs of the iteration, a registered champion.
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(f"{event.model_name}/{task_id}")
+    experiment = experiment_of(client, task_id)
     runs = client.search_runs([experiment.experiment_id])
     assert 1 <= len(runs) <= 2
     assert all(r.info.run_name and len(r.info.run_name) == 16 for r in runs)
@@ -90,7 +90,7 @@ async def test_a_task_interrupted_mid_search_resumes_without_retraining(
     assert first is not None and first.model_ready is not None
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(f"clicktune-default/{task_id}")
+    experiment = experiment_of(client, task_id)
     runs_before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
     # As if the worker had died before finishing: the task is still "processing".
     await store.set_status(task_id, TaskStatus.PROCESSING, "worker died")
@@ -101,3 +101,23 @@ async def test_a_task_interrupted_mid_search_resumes_without_retraining(
     runs_after = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
     assert runs_after == runs_before  # every finished run was reused, none trained again
     assert runner.metrics.trials.labels(outcome="ok")._value.get() == 0
+
+
+@pytest.mark.timeout(600)
+async def test_a_new_task_with_an_old_id_does_not_reuse_old_runs(
+    trainer_settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    s = trainer_settings.model_copy(update={"max_evals": 1})
+    old = await frozen_batch(s, redis_client)
+    store = TaskStore(redis_client, s.redis_key_prefix)
+    async with EventPublisher(s) as publisher:
+        await TaskRunner(s, redis_client, publisher).run((await store.get(old)).task_event())
+    # Redis wiped (or a new deployment prefix): batch and task ids start over.
+    for key in [k async for k in redis_client.scan_iter(f"{s.redis_key_prefix}*")]:
+        await redis_client.delete(key)
+    new = await frozen_batch(s, redis_client)
+    assert new == old
+    async with EventPublisher(s) as publisher:
+        runner = TaskRunner(s, redis_client, publisher)
+        await runner.run((await store.get(new)).task_event())
+    assert runner.metrics.trials.labels(outcome="ok")._value.get() == 1  # trained, not reused
