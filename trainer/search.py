@@ -34,6 +34,11 @@ class Canceled(Exception):
     """The task was canceled; the search stops at the next trial boundary."""
 
 
+class Interrupted(Exception):
+    """The worker is shutting down; the search stops at the next trial boundary and the task
+    stays ``processing``, to be resumed (finished runs are reused)."""
+
+
 @dataclass
 class SearchContext:
     """What a search needs besides its inputs: the device, hooks, and its outcome."""
@@ -41,6 +46,7 @@ class SearchContext:
     device: str
     baseline: dict[str, float] = field(default_factory=dict)
     is_canceled: Callable[[], bool] = lambda: False
+    is_interrupted: Callable[[], bool] = lambda: False
     on_trial: Callable[[FineTuningParams, float | None, float], None] | None = None
     initial_model_path: str = ""
     trials_run: int = 0
@@ -127,6 +133,8 @@ def _finetune_embedding_model_one_step_hyperopt(
     ctx = context or SearchContext(device=resolve_device(settings.device))
     if ctx.is_canceled():
         raise Canceled
+    if ctx.is_interrupted():
+        raise Interrupted
     try:
         params = FineTuningParams(**{**FineTuningParams().model_dump(), **hyperopt_params})
     except ValueError as exc:  # a grid value out of range: nothing to train or log

@@ -11,6 +11,7 @@
 import asyncio
 import logging
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +31,13 @@ from trainer.metrics_export import TrainerMetrics
 from trainer.model_source import base_model_path, offline, weights_sha256
 from trainer.params import FineTuningParams, load_grid
 from trainer.ranking_data import load_ranking_data
-from trainer.search import Canceled, SearchContext, finetune_embedding_model, resolve_device
+from trainer.search import (
+    Canceled,
+    Interrupted,
+    SearchContext,
+    finetune_embedding_model,
+    resolve_device,
+)
 from trainer.tracker import ExperimentsTracker
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,9 @@ class TaskRunner:
         self.publisher = publisher
         self.tasks = TaskStore(redis, settings.redis_key_prefix)
         self.metrics = metrics or TrainerMetrics()
+        #: Set on shutdown: the search stops at the next trial boundary, the task stays
+        #: ``processing`` and is resumed by the next worker.
+        self.stop_requested = threading.Event()
 
     async def _set(self, task_id: str, status: TaskStatus, detail: str) -> None:
         if status.is_final:
@@ -103,6 +113,10 @@ class TaskRunner:
             outcome = await asyncio.to_thread(self._search, task, data, canceled.is_set)
         except Canceled:
             outcome = Outcome(TaskStatus.CANCELED, "canceled at a trial boundary")
+        except Interrupted:
+            log.warning("task %s interrupted by shutdown; it stays processing", task.task_id)
+            self.metrics.busy.set(0)
+            return None
         except Exception as exc:
             log.exception("task %s failed", task.task_id)
             outcome = Outcome(TaskStatus.ERROR, f"{type(exc).__name__}: {exc}")
@@ -158,6 +172,7 @@ class TaskRunner:
             ctx = SearchContext(
                 device=resolve_device(s.device),
                 is_canceled=is_canceled,
+                is_interrupted=self.stop_requested.is_set,
                 initial_model_path=str(initial),
                 on_trial=self._trial_done,
             )

@@ -47,6 +47,9 @@ class TrainerWorker:
 
     def request_stop(self) -> None:
         self._stopping.set()
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.stop_requested.set()
 
     async def start(self) -> None:
         s = self.settings

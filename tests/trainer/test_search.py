@@ -114,3 +114,24 @@ async def test_the_next_iteration_starts_from_the_champion_and_the_best_params(
     if two.model_ready is not None:
         assert two.model_ready.base_model == one.model_ready.model_uri
         assert two.model_ready.model_version == "2"
+
+
+@pytest.mark.timeout(300)
+async def test_shutdown_stops_at_a_trial_boundary_and_leaves_the_task_processing(
+    trainer_settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    s = trainer_settings.model_copy(update={"max_evals": 6})
+    task_id = await frozen_batch(s, redis_client)
+    store = TaskStore(redis_client, s.redis_key_prefix)
+    record = await store.get(task_id)
+    async with EventPublisher(s) as publisher:
+        runner = TaskRunner(s, redis_client, publisher)
+        job = asyncio.create_task(runner.run(record.task_event()))
+        await wait_until(lambda: _processing(store, task_id), 60, "processing")
+        runner.stop_requested.set()  # what SIGTERM does in `clicktune train`
+        outcome = await job
+    assert outcome is None
+    assert (await store.get(task_id)).status is TaskStatus.PROCESSING  # resumed later
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    assert len(client.search_runs([experiment_of(client, task_id).experiment_id])) < 6
