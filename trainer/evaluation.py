@@ -12,12 +12,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from trainer.confidence import ExaminationConfidence
 from trainer.metrics import MRR, NDCG, MetricCalculator, Recall
 from trainer.ranking_data import Session
 
 Encode = Callable[[Sequence[str]], Tensor]  # texts -> (n, d) L2-normalised embeddings
 
 MAIN_METRIC = "ndcg@10"
+#: P(examined | rank), floored at 0.1 so one deep click cannot dominate (weights <= 10).
+propensity = ExaminationConfidence(eta=0.8, floor=0.1)
 RERANK: tuple[MetricCalculator, ...] = (NDCG(10), MRR(10), Recall(10))
 POOL: tuple[MetricCalculator, ...] = (NDCG(10), MRR(10), Recall(100))
 
@@ -32,6 +35,7 @@ def evaluate(
     pool_metrics: Sequence[MetricCalculator] = POOL,
     ranker: Callable[[Tensor, Tensor], Tensor] | None = None,
     is_similarity: bool = True,
+    debias: bool = True,
 ) -> dict[str, float]:
     """Mean metrics over ``sessions`` with clicks. ``encode_queries`` defaults to ``encode``;
     ``ranker`` scores queries against items (cosine of the normalised embeddings by
@@ -52,6 +56,13 @@ def evaluate(
     top = torch.topk(scores, k=min(depth, len(pool_ids)), dim=1).indices.tolist()
     for row, session in enumerate(judged):
         relevant = set(session.clicked)
+        # Inverse propensity: a click where few users look says more than one at the top,
+        # which corrects click-based NDCG's bias toward the model that served the results.
+        gains = (
+            {item: 1.0 / propensity(rank) for item, rank in session.shown if item in relevant}
+            if debias
+            else None
+        )
         shown = [i for i, _ in session.shown if i in index]
         shown_scores = scores[row, [index[i] for i in shown]].tolist()
         reranked = [
@@ -59,7 +70,7 @@ def evaluate(
         ]
         retrieved = [pool_ids[j] for j in top[row]]
         for m in RERANK:
-            totals[f"rerank_{m.name}"] += m(reranked, relevant)
+            totals[f"rerank_{m.name}"] += m(reranked, relevant, gains)
         for m in pool_metrics:
-            totals[m.name] += m(retrieved, relevant)
+            totals[m.name] += m(retrieved, relevant, gains)
     return {k: v / len(judged) for k, v in totals.items()}

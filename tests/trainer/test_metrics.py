@@ -62,3 +62,25 @@ def test_evaluate_with_a_distance_ranker_and_custom_metrics() -> None:
     )
     assert set(got) == {"rerank_ndcg@10", "rerank_mrr@10", "rerank_recall@10", "mrr@1"}
     assert got["mrr@1"] == 1.0  # the nearest item by distance is the clicked one
+
+
+def test_ndcg_with_gains_hand_computed() -> None:
+    dcg = 1 / math.log2(2) + 3 / math.log2(3)
+    idcg = 3 / math.log2(2) + 1 / math.log2(3)
+    assert NDCG(10)(["b", "a"], {"a", "b"}, {"a": 3.0, "b": 1.0}) == pytest.approx(dcg / idcg)
+
+
+def test_debiased_evaluation_credits_clicks_found_deep() -> None:
+    # Two clicks: "top" shown at rank 1, "deep" at rank 9. A model that puts "deep" first is
+    # better under inverse-propensity gains than one that keeps the served order.
+    vectors = {"q": [1.0, 0.0], "top": [0.6, 0.8], "deep": [0.8, 0.6], "x": [0.0, 1.0]}
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.tensor([vectors[t] for t in texts]), dim=1)
+
+    shown = (("itop", 1), ("ix", 2), *((f"f{r}", r) for r in range(3, 9)), ("ideep", 9))
+    session = Session("s", "q", shown, frozenset({"itop", "ideep"}))
+    items = {"itop": "top", "ideep": "deep", "ix": "x"} | {f"f{r}": "x" for r in range(3, 9)}
+    debiased = evaluate(encode, [session], items)
+    plain = evaluate(encode, [session], items, debias=False)
+    assert debiased["rerank_ndcg@10"] > plain["rerank_ndcg@10"]

@@ -1,7 +1,7 @@
 """The interface of a ranking metric over one query's ranked list."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class MetricCalculator(ABC):
@@ -20,4 +20,10 @@ class MetricCalculator(ABC):
     higher_is_better = True
 
     @abstractmethod
-    def __call__(self, ranked: Sequence[str], relevant: set[str]) -> float: ...
+    def __call__(
+        self,
+        ranked: Sequence[str],
+        relevant: set[str],
+        gains: Mapping[str, float] | None = None,
+    ) -> float:
+        """``gains`` optionally weighs relevant items (metrics that grade use it)."""

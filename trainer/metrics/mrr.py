@@ -3,7 +3,7 @@
 RR@k = 1 / min{ r <= k : rel(r) }      (0 if none in the top k)
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trainer.metrics.base import MetricCalculator
 
@@ -13,7 +13,12 @@ class MRR(MetricCalculator):
     def name(self) -> str:
         return f"mrr@{self.k}"
 
-    def __call__(self, ranked: Sequence[str], relevant: set[str]) -> float:
+    def __call__(
+        self,
+        ranked: Sequence[str],
+        relevant: set[str],
+        gains: Mapping[str, float] | None = None,
+    ) -> float:
         for r, item in enumerate(ranked[: self.k], 1):
             if item in relevant:
                 return 1.0 / r

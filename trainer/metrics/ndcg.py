@@ -6,7 +6,7 @@ NDCG@k = DCG@k / IDCG@k          (0 when nothing is relevant)
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trainer.metrics.base import MetricCalculator
 
@@ -16,11 +16,22 @@ class NDCG(MetricCalculator):
     def name(self) -> str:
         return f"ndcg@{self.k}"
 
-    def __call__(self, ranked: Sequence[str], relevant: set[str]) -> float:
+    def __call__(
+        self,
+        ranked: Sequence[str],
+        relevant: set[str],
+        gains: Mapping[str, float] | None = None,
+    ) -> float:
         if not relevant:
             return 0.0
+        gain = {i: (gains or {}).get(i, 1.0) for i in relevant}
         dcg = sum(
-            1 / math.log2(r + 1) for r, item in enumerate(ranked[: self.k], 1) if item in relevant
+            gain[item] / math.log2(r + 1)
+            for r, item in enumerate(ranked[: self.k], 1)
+            if item in gain
         )
-        ideal = sum(1 / math.log2(r + 1) for r in range(1, min(self.k, len(relevant)) + 1))
-        return dcg / ideal
+        ideal = sum(
+            g / math.log2(r + 1)
+            for r, g in enumerate(sorted(gain.values(), reverse=True)[: self.k], 1)
+        )
+        return dcg / ideal if ideal > 0 else 0.0

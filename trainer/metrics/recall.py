@@ -3,7 +3,7 @@
 Recall@k = |top_k ∩ R| / |R|        (0 when nothing is relevant)
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trainer.metrics.base import MetricCalculator
 
@@ -13,7 +13,12 @@ class Recall(MetricCalculator):
     def name(self) -> str:
         return f"recall@{self.k}"
 
-    def __call__(self, ranked: Sequence[str], relevant: set[str]) -> float:
+    def __call__(
+        self,
+        ranked: Sequence[str],
+        relevant: set[str],
+        gains: Mapping[str, float] | None = None,
+    ) -> float:
         if not relevant:
             return 0.0
         return len(set(ranked[: self.k]) & relevant) / len(relevant)
