@@ -71,16 +71,24 @@ def test_ndcg_with_gains_hand_computed() -> None:
 
 
 def test_debiased_evaluation_credits_clicks_found_deep() -> None:
-    # Two clicks: "top" shown at rank 1, "deep" at rank 9. A model that puts "deep" first is
-    # better under inverse-propensity gains than one that keeps the served order.
-    vectors = {"q": [1.0, 0.0], "top": [0.6, 0.8], "deep": [0.8, 0.6], "x": [0.0, 1.0]}
+    # Two clicks: "top" shown at rank 1, "deep" at rank 9. Binary NDCG cannot tell a model
+    # that keeps the served order from one that puts "deep" first; inverse-propensity gains
+    # credit the latter, since a click that deep is the stronger evidence.
+    def model(top: list[float], deep: list[float]):  # noqa: ANN202
+        vectors = {"q": [1.0, 0.0], "top": top, "deep": deep, "x": [0.0, 1.0]}
 
-    def encode(texts: list[str]) -> torch.Tensor:
-        return torch.nn.functional.normalize(torch.tensor([vectors[t] for t in texts]), dim=1)
+        def encode(texts: list[str]) -> torch.Tensor:
+            return torch.nn.functional.normalize(torch.tensor([vectors[t] for t in texts]), dim=1)
 
+        return encode
+
+    served = model(top=[0.8, 0.6], deep=[0.6, 0.8])
+    reordered = model(top=[0.6, 0.8], deep=[0.8, 0.6])
     shown = (("itop", 1), ("ix", 2), *((f"f{r}", r) for r in range(3, 9)), ("ideep", 9))
     session = Session("s", "q", shown, frozenset({"itop", "ideep"}))
     items = {"itop": "top", "ideep": "deep", "ix": "x"} | {f"f{r}": "x" for r in range(3, 9)}
-    debiased = evaluate(encode, [session], items)
-    plain = evaluate(encode, [session], items, debias=False)
-    assert debiased["rerank_ndcg@10"] > plain["rerank_ndcg@10"]
+    key = "rerank_ndcg@10"
+    assert evaluate(served, [session], items, debias=False)[key] == pytest.approx(
+        evaluate(reordered, [session], items, debias=False)[key]
+    )
+    assert evaluate(reordered, [session], items)[key] > evaluate(served, [session], items)[key]
