@@ -74,7 +74,7 @@ def test_debiased_evaluation_credits_clicks_found_deep() -> None:
     # Two clicks: "top" shown at rank 1, "deep" at rank 9. Binary NDCG cannot tell a model
     # that keeps the served order from one that puts "deep" first; inverse-propensity gains
     # credit the latter, since a click that deep is the stronger evidence.
-    def model(top: list[float], deep: list[float]):  # noqa: ANN202
+    def model(top: list[float], deep: list[float]):
         vectors = {"q": [1.0, 0.0], "top": top, "deep": deep, "x": [0.0, 1.0]}
 
         def encode(texts: list[str]) -> torch.Tensor:
