@@ -4,11 +4,13 @@ Memory storage only: a restart loses topics and offsets. For demos and tests; pr
 runs Apache Kafka (see ``deploy/``).
 """
 
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +21,14 @@ log = logging.getLogger(__name__)
 
 class BrokerError(RuntimeError):
     pass
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGTERM the broker when its parent dies, so a
+    killed demo or test run never leaves a broker behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def tansu_binary() -> str:
@@ -98,6 +108,7 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not the broker
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while not _port_open(self.host, self.port):

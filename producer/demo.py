@@ -95,6 +95,10 @@ def _base_ranker(catalog: dict[str, str], base_model: str):
 async def run_demo(
     settings: Settings, *, sessions: int, keep_running: bool, console: Console
 ) -> int:
+    # SIGTERM ends the demo like Ctrl-C: children and the broker are stopped on the way out.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     HOME.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, at start-up
     logs = HOME / "logs"
     logs.mkdir(exist_ok=True)

@@ -26,5 +26,6 @@ def demo(
         )
     except DemoError as exc:
         raise CliError(str(exc)) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        typer.echo("demo stopped; services shut down", err=True)
         return 130

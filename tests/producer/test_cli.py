@@ -287,3 +287,27 @@ async def test_status_and_cancel_commands(
     assert missing.returncode == 1 and missing.stderr.startswith("clicktune: error: no task")
     for key in [k async for k in redis_client.scan_iter(f"{s.redis_key_prefix}*")]:
         await redis_client.delete(key)
+
+
+def test_a_killed_broker_command_leaves_no_broker_behind(cli_env: dict[str, str]) -> None:
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [CLICKTUNE, "broker", "--port", str(port), "--no-create-topics"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert f"127.0.0.1:{port}" in proc.stdout.readline()
+    proc.kill()  # SIGKILL: no clean-up code runs in clicktune itself
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError("the broker outlived the killed command")
