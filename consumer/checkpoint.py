@@ -42,10 +42,6 @@ class Checkpoint(ConsumerRebalanceListener):
         self._uncommitted[tp] = last_offset + 1
         self.next_offset[tp] = last_offset + 1
 
-    @property
-    def pending(self) -> dict[TopicPartition, int]:
-        return dict(self._uncommitted)
-
     async def commit(self, only: set[TopicPartition] | None = None) -> int:
         """Commit applied offsets of owned partitions; return how many were committed."""
         assert self.consumer is not None

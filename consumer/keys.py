@@ -64,6 +64,3 @@ class Keys:
     @property
     def release_keys(self) -> str:
         return f"{self.prefix}release:idem"
-
-    def pattern(self) -> str:
-        return f"{self.prefix}*"

@@ -1,7 +1,7 @@
 """Session-batch state in Redis, written only through the atomic apply script."""
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from importlib.resources import files
 from typing import Any
@@ -63,7 +63,6 @@ class PartitionBatch:
     entries: list[Entry]
     source_topic: str = ""
     source_partition: int = -1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RedisStore:

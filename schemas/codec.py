@@ -98,19 +98,6 @@ def decode(spec: TopicSpec, raw: bytes | None, *, now: datetime | None = None) -
     return event
 
 
-def validate_object(spec: TopicSpec, obj: Any, *, now: datetime | None = None) -> Event:
-    """Validate an already-parsed object or an :class:`Event` (re-validated) for ``spec``."""
-    return decode(spec, encode_object(obj), now=now)
-
-
-def encode_object(obj: Any) -> bytes:
-    if isinstance(obj, Event):
-        return encode(obj)
-    import json
-
-    return json.dumps(obj, separators=(",", ":"), allow_nan=True).encode()
-
-
 def encode(event: Event) -> bytes:
     """Serialise an event as compact JSON, refusing what the consumer would refuse."""
     data = event.model_dump_json(exclude_none=True).encode()

@@ -7,11 +7,9 @@ hyperopt minimises, and every metric here is "higher is better", so trials repor
 import gc
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import lightning
@@ -269,12 +267,3 @@ def baseline_metrics(
         data.items,
         encode_queries=encode_queries,
     )
-
-
-def save_local(model_path: str, work_dir: Path, name: str) -> Path:
-    """Copy the initial model to the task's work directory (deleted when the task ends)."""
-    target = work_dir / name
-    if target.exists():
-        shutil.rmtree(target)
-    SentenceTransformer(model_path, device="cpu").save(str(target))
-    return target

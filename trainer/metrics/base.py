@@ -16,9 +16,6 @@ class MetricCalculator(ABC):
     @abstractmethod
     def name(self) -> str: ...
 
-    #: Higher is better for every metric here; hyperopt minimises -metric.
-    higher_is_better = True
-
     @abstractmethod
     def __call__(
         self,
