@@ -2,6 +2,7 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 
 class MetricCalculator(ABC):
@@ -12,9 +13,12 @@ class MetricCalculator(ABC):
             raise ValueError("k must be at least 1")
         self.k = k
 
+    #: Short name of the metric; ``name`` adds the cut-off, e.g. ``ndcg@10``.
+    label: ClassVar[str]
+
     @property
-    @abstractmethod
-    def name(self) -> str: ...
+    def name(self) -> str:
+        return f"{self.label}@{self.k}"
 
     @abstractmethod
     def __call__(

@@ -9,9 +9,7 @@ from trainer.metrics.base import MetricCalculator
 
 
 class MRR(MetricCalculator):
-    @property
-    def name(self) -> str:
-        return f"mrr@{self.k}"
+    label = "mrr"
 
     def __call__(
         self,

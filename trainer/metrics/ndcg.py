@@ -12,9 +12,7 @@ from trainer.metrics.base import MetricCalculator
 
 
 class NDCG(MetricCalculator):
-    @property
-    def name(self) -> str:
-        return f"ndcg@{self.k}"
+    label = "ndcg"
 
     def __call__(
         self,

@@ -9,9 +9,7 @@ from trainer.metrics.base import MetricCalculator
 
 
 class Recall(MetricCalculator):
-    @property
-    def name(self) -> str:
-        return f"recall@{self.k}"
+    label = "recall"
 
     def __call__(
         self,
