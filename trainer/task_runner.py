@@ -203,7 +203,7 @@ class TaskRunner:
                 mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(work / "final"))
             )
             metrics = tracker.best_metrics()
-            model = mlflow.sentence_transformers.load_model(uri)
+            model = mlflow.sentence_transformers.load_model(str(local))  # already downloaded
             event = ModelReadyEvent.create(
                 event_id=f"{task.task_id}:model_ready",
                 task_id=task.task_id,
