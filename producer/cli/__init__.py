@@ -12,6 +12,7 @@ from producer.cli.errors import run_cli
 from producer.cli.publish import publish
 from producer.cli.release import release
 from producer.cli.schemas import schemas
+from producer.cli.topics import topics
 from producer.cli.train import cancel, status, train
 from producer.cli.watch import watch
 
@@ -28,6 +29,7 @@ app.command()(publish)
 app.command()(release)
 app.command()(watch)
 app.command()(broker)
+app.command()(topics)
 app.command()(consume)
 app.command()(schemas)
 app.command()(train)
