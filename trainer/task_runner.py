@@ -129,6 +129,10 @@ class TaskRunner:
             self.metrics.best_metric.labels(ready.fine_tuning_method).set(
                 ready.metrics.tuned.get(MAIN_METRIC, float("nan"))
             )
+            # The dashboard plots the champion against what it replaced.
+            self.metrics.baseline_metric.labels(ready.fine_tuning_method).set(
+                ready.metrics.baseline.get(MAIN_METRIC, float("nan"))
+            )
             self.metrics.last_model_time.labels(ready.fine_tuning_method).set(time.time())
         await self._set(task.task_id, outcome.status, outcome.detail)
         self.metrics.tasks.labels(status=outcome.status.value).inc()

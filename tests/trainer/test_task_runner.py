@@ -24,7 +24,8 @@ async def test_a_task_produces_a_champion_and_one_model_ready(
     task_id = await frozen_batch(s, redis_client)
     record = await TaskStore(redis_client, s.redis_key_prefix).get(task_id)
     async with EventPublisher(s) as publisher:
-        outcome = await TaskRunner(s, redis_client, publisher).run(record.task_event())
+        runner = TaskRunner(s, redis_client, publisher)
+        outcome = await runner.run(record.task_event())
     assert outcome is not None
     assert outcome.status is TaskStatus.DONE, outcome.detail
     event = outcome.model_ready
@@ -49,6 +50,11 @@ async def test_a_task_produces_a_champion_and_one_model_ready(
 
     assert weights_sha256(Path(local)) == event.artifact_sha256
     assert event.metrics.tuned["ndcg@10"] > event.metrics.baseline["ndcg@10"]
+    # What the dashboard's best-metric panel plots: the champion against its baseline.
+    method = event.fine_tuning_method
+    gauges = runner.metrics
+    assert gauges.best_metric.labels(method)._value.get() == event.metrics.tuned["ndcg@10"]
+    assert gauges.baseline_metric.labels(method)._value.get() == event.metrics.baseline["ndcg@10"]
     [published] = await read_topic(s, MODELS, 1)
     assert decode(MODELS, published.value) == ModelReadyEvent.model_validate_json(
         event.model_dump_json()
