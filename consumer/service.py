@@ -121,6 +121,8 @@ class ClickstreamConsumer:
             **consumer_kwargs(s, group_id=s.consumer_group, client_suffix="consumer"),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=max(100, s.consumer_session_timeout_ms // 3),
         )
         self.checkpoint.bind(self.consumer)
         self.consumer.subscribe(list(self._topic_spec), listener=self.checkpoint)

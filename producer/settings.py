@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     consumer_poll_timeout_ms: int = Field(
         default=500, ge=10, description="How long a poll waits for records."
     )
+    consumer_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Consumer group session timeout: how long the partitions of a member that "
+        "died without leaving (kill -9, OOM, lost host) wait before another member takes them. "
+        "Brokers bound it (Kafka: group.min.session.timeout.ms, 6000 by default).",
+    )
     max_clicks_per_session: int = Field(
         default=100, ge=1, description="Clicks kept per session; more are counted as cut."
     )
