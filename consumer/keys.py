@@ -30,14 +30,16 @@ class Keys:
     def batch_late(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{batch_id}:late"
 
+    # A session's sub-keys get their own namespace, not a suffix: session ids are client-made
+    # and may end in ":clicks" (see consumer/lua/apply.lua).
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
 
     def session_clicks(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}:clicks"
+        return f"{self.prefix}session-clicks:{session_id}"
 
     def session_event_ids(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}:eids"
+        return f"{self.prefix}session-eids:{session_id}"
 
     @property
     def catalog(self) -> str:

@@ -128,7 +128,10 @@ local function release(offset, eid, ts, r)
   end
   local bid
   if want ~= '' then
-    local state = state_of(want)
+    -- Batch ids are made here ('b' and digits). Anything else names no batch, and must not
+    -- reach a key: 'open' or 'b000001:sessions' would name another kind of key.
+    local state = nil
+    if string.find(want, '^b%d+$') then state = state_of(want) end
     if not state then
       redis.call('RPUSH', P .. 'outbox', cjson.encode({kind = 'dlq', reason = 'unknown_batch',
         detail = 'release names batch ' .. want .. ', which does not exist',
@@ -155,6 +158,9 @@ local function release(offset, eid, ts, r)
   return {outcome = 'created', batch_id = bid, task_id = tid, event_id = eid}
 end
 
+-- A session's keys: 'session:ID', 'session-eids:ID', 'session-clicks:ID'. Ids are client-made
+-- and may contain ':', so no key of one session may be the hash key with a suffix: session
+-- 'x:eids' must not be the dedupe set of session 'x'.
 local function session_event(kind, eid, sid, ts, data)
   local skey = P .. 'session:' .. sid
   local h = redis.call('HMGET', skey, 'batch_id', 'events', 'first_at', 'last_at')
@@ -179,7 +185,7 @@ local function session_event(kind, eid, sid, ts, data)
     redis.call('HINCRBY', skey, 'cut', 1)
     return 4
   end
-  if redis.call('SADD', skey .. ':eids', eid) == 0 then return 2 end
+  if redis.call('SADD', P .. 'session-eids:' .. sid, eid) == 0 then return 2 end
   redis.call('HINCRBY', skey, 'events', 1)
   if state_of(bid) ~= 'open' then
     redis.call('HINCRBY', batch_key(bid), 'late', 1)
@@ -207,7 +213,7 @@ local function session_event(kind, eid, sid, ts, data)
       redis.call('HINCRBY', skey, 'cut', 1)
       return 4
     end
-    redis.call('RPUSH', skey .. ':clicks', cjson.encode({item_id = data, t = ts}))
+    redis.call('RPUSH', P .. 'session-clicks:' .. sid, cjson.encode({item_id = data, t = ts}))
   elseif kind == 'irrelevant' then
     redis.call('HSET', skey, 'irrelevant', 1)
   end
