@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -35,13 +36,13 @@ from producer.settings import Settings  # noqa: E402
 from schemas.topics import CLICKSTREAM  # noqa: E402
 
 
-def _settings(bootstrap: str, prefix: str) -> Settings:
+def _settings(bootstrap: str, prefix: str, run: str = "0") -> Settings:
     return Settings.load(
         kafka_bootstrap_servers=bootstrap,
         kafka_enable_idempotence=False,
         topic_prefix=prefix,
-        redis_key_prefix=f"bench:{prefix}",
-        consumer_group=f"{prefix}consumer",
+        redis_key_prefix=f"bench:{prefix}{run}:",
+        consumer_group=f"{prefix}consumer{run}",
         metrics_port=0,
     )
 
@@ -58,7 +59,7 @@ async def _publish(settings: Settings, n: int) -> int:
     return sent
 
 
-async def _bare(settings: Settings, n: int) -> float:
+async def _bare(settings: Settings, n: int) -> tuple[float, float]:
     consumer = AIOKafkaConsumer(
         settings.topic(CLICKSTREAM),
         **consumer_kwargs(settings, group_id=f"{settings.consumer_group}-bare"),
@@ -66,23 +67,23 @@ async def _bare(settings: Settings, n: int) -> float:
         fetch_max_bytes=32 * 1024 * 1024,
     )
     await consumer.start()
-    seen, t0 = 0, None
+    seen, t0, cpu0 = 0, None, 0.0
     try:
         while seen < n:
             batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
             for records in batches.values():
                 if t0 is None:
-                    t0 = time.perf_counter()
+                    t0, cpu0 = time.perf_counter(), _cpu_s()
                 for record in records:
                     json.loads(record.value)
                 seen += len(records)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     finally:
         await consumer.stop()
-    return n / elapsed
+    return n / elapsed, cpu / n
 
 
-async def _consumer(settings: Settings, n: int) -> float:
+async def _consumer(settings: Settings, n: int) -> tuple[float, float]:
     from consumer.service import ClickstreamConsumer
 
     service = ClickstreamConsumer(settings, serve_health=False)
@@ -94,22 +95,22 @@ async def _consumer(settings: Settings, n: int) -> float:
         marks = await service.redis.hgetall(marks_key)
         return sum(int(v) + 1 for v in marks.values())
 
-    t0 = None
+    t0, cpu0 = None, 0.0
     start_count = 0
     runner = asyncio.create_task(service.run())
     try:
         while True:
             done = await applied()
             if t0 is None and done:
-                t0, start_count = time.perf_counter(), done
+                t0, start_count, cpu0 = time.perf_counter(), done, _cpu_s()
             if done >= n:
                 break
             await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     finally:
         service.request_stop()
         await runner
-    return (n - start_count) / elapsed
+    return (n - start_count) / elapsed, cpu / (n - start_count)
 
 
 async def _drop_keys(settings: Settings) -> None:
@@ -122,18 +123,35 @@ async def _drop_keys(settings: Settings) -> None:
     await client.aclose()
 
 
-def _child(mode: str, bootstrap: str, prefix: str, n: int) -> None:
-    settings = _settings(bootstrap, prefix)
-    rate = asyncio.run(_bare(settings, n) if mode == "bare" else _consumer(settings, n))
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child(mode: str, bootstrap: str, prefix: str, n: int, run: str) -> None:
+    settings = _settings(bootstrap, prefix, run)
+    # CPU seconds of the reading process over the measured span: on a shared machine this
+    # moves less than the rate does (the broker and Redis are not counted).
+    rate, cpu_s = asyncio.run(_bare(settings, n) if mode == "bare" else _consumer(settings, n))
+    cpu_us = cpu_s * 1e6
     if mode == "consumer":
         asyncio.run(_drop_keys(settings))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mode": mode, "events_per_s": rate, "peak_rss_mib": peak_mb}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "events_per_s": rate,
+                "cpu_us_per_event": cpu_us,
+                "peak_rss_mib": peak_mb,
+            }
+        )
+    )
 
 
-def _measure(mode: str, bootstrap: str, prefix: str, n: int) -> dict:
+def _measure(mode: str, bootstrap: str, prefix: str, n: int, run: int) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, bootstrap, prefix, str(n)],
+        [sys.executable, __file__, "--child", mode, bootstrap, prefix, str(n), str(run)],
         check=True,
         capture_output=True,
         text=True,
@@ -144,11 +162,17 @@ def _measure(mode: str, bootstrap: str, prefix: str, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 80_000])
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="alternate (a) and (b) this many times per size and report medians",
+    )
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        mode, bootstrap, prefix, n = args.child
-        _child(mode, bootstrap, prefix, int(n))
+        mode, bootstrap, prefix, n, run = args.child
+        _child(mode, bootstrap, prefix, int(n), run)
         return
 
     rows = []
@@ -159,8 +183,22 @@ def main() -> None:
             t = time.perf_counter()
             sent = asyncio.run(_publish(settings, n))
             publish_rate = sent / (time.perf_counter() - t)
-            bare = _measure("bare", broker.bootstrap_servers, prefix, sent)
-            ours = _measure("consumer", broker.bootstrap_servers, prefix, sent)
+            runs: dict[str, list[dict]] = {"bare": [], "consumer": []}
+            for i in range(args.repeat):
+                # Alternate, so a busy moment on the shared machine does not hit one side only;
+                # each consumer run is a fresh group (and key prefix) reading from offset 0.
+                runs["bare"].append(_measure("bare", broker.bootstrap_servers, prefix, sent, i))
+                runs["consumer"].append(
+                    _measure("consumer", broker.bootstrap_servers, prefix, sent, i)
+                )
+            bare, ours = (
+                {
+                    k: statistics.median(r[k] for r in runs[mode])
+                    for k in runs[mode][0]
+                    if k != "mode"
+                }
+                for mode in ("bare", "consumer")
+            )
             rows.append(
                 {
                     "events": sent,
@@ -168,6 +206,12 @@ def main() -> None:
                     "bare_events_per_s": round(bare["events_per_s"]),
                     "consumer_events_per_s": round(ours["events_per_s"]),
                     "ratio": round(ours["events_per_s"] / bare["events_per_s"], 3),
+                    "ratios_each_run": [
+                        round(o["events_per_s"] / b["events_per_s"], 3)
+                        for b, o in zip(runs["bare"], runs["consumer"], strict=True)
+                    ],
+                    "bare_cpu_us_per_event": round(bare["cpu_us_per_event"], 1),
+                    "consumer_cpu_us_per_event": round(ours["cpu_us_per_event"], 1),
                     "bare_peak_rss_mib": round(bare["peak_rss_mib"], 1),
                     "consumer_peak_rss_mib": round(ours["peak_rss_mib"], 1),
                 }
@@ -178,6 +222,9 @@ def main() -> None:
         "bare read ev/s",
         "consumer ev/s",
         "ratio b/a",
+        "ratio each run",
+        "bare CPU us/ev",
+        "consumer CPU us/ev",
         "bare RSS MiB",
         "consumer RSS MiB",
     )
@@ -192,6 +239,9 @@ def main() -> None:
                     r["bare_events_per_s"],
                     r["consumer_events_per_s"],
                     r["ratio"],
+                    r["ratios_each_run"],
+                    r["bare_cpu_us_per_event"],
+                    r["consumer_cpu_us_per_event"],
                     r["bare_peak_rss_mib"],
                     r["consumer_peak_rss_mib"],
                 )

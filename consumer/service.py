@@ -29,7 +29,7 @@ from producer.event_publisher import EventPublisher
 from producer.kafka_config import consumer_kwargs
 from producer.settings import Settings
 from producer.topic_admin import ensure_topics
-from schemas.codec import InvalidEvent, decode
+from schemas.codec import InvalidEvent, decode_fast
 from schemas.topics import CLICKSTREAM, RELEASE, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class ClickstreamConsumer:
             invalid: list[tuple[Record, InvalidEvent]] = []
             for record in records:
                 try:
-                    event = decode(spec, record.value)
+                    event = decode_fast(spec, record.value)
                 except InvalidEvent as exc:
                     invalid.append((record, exc))
                     entries.append(skipped(record.offset))
@@ -299,6 +299,7 @@ class ClickstreamConsumer:
                 )
                 types.append(event.type)
             batch = PartitionBatch(tp_key(tp), entries, tp.topic, tp.partition)
+            batch.encoded()
             prepared.append(Prepared(tp, batch, types, invalid))
         # Releases last: clickstream read in the same poll belongs to the batch they freeze.
         prepared.sort(key=lambda p: (self._topic_spec[p.tp.topic] is RELEASE, p.tp.partition))

@@ -1,11 +1,12 @@
 """Session-batch state in Redis, written only through the atomic apply script."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from importlib.resources import files
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from consumer.entries import Entry
@@ -42,7 +43,7 @@ class ApplyResult:
 
     @classmethod
     def parse(cls, raw: bytes | str) -> "ApplyResult":
-        data: dict[str, Any] = json.loads(raw)
+        data: dict[str, Any] = orjson.loads(raw)
         # cjson encodes an empty Lua table as {}.
         outcomes = data["outcomes"] or []
         releases = data["releases"] or []
@@ -63,6 +64,14 @@ class PartitionBatch:
     entries: list[Entry]
     source_topic: str = ""
     source_partition: int = -1
+    _encoded: bytes | None = field(default=None, repr=False)
+
+    def encoded(self) -> bytes:
+        """The script's argument: every entry's row as one JSON array. The consumer calls
+        this in its decoding thread, so the event loop only sends the bytes."""
+        if self._encoded is None:
+            self._encoded = orjson.dumps([e.row() for e in self.entries])
+        return self._encoded
 
 
 class RedisStore:
@@ -74,9 +83,9 @@ class RedisStore:
         self.keys = Keys(settings.redis_key_prefix)
         self._apply = client.register_script(APPLY_SCRIPT)
 
-    def _args(self, batch: PartitionBatch) -> list[str]:
+    def _args(self, batch: PartitionBatch) -> list[str | bytes]:
         s = self.settings
-        args = [
+        args: list[str | bytes] = [
             s.redis_key_prefix,
             batch.tp_key,
             str(s.max_clicks_per_session),
@@ -85,7 +94,7 @@ class RedisStore:
             s.fine_tuning_method,
             batch.source_topic,
             str(batch.source_partition),
-            json.dumps([e.row() for e in batch.entries], separators=(",", ":")),
+            batch.encoded(),
         ]
         return args
 

@@ -7,6 +7,7 @@ a miss only means the text is sent and compared in Redis.
 """
 
 from collections.abc import Mapping
+from itertools import filterfalse
 
 
 class TextCache:
@@ -17,7 +18,11 @@ class TextCache:
     def changed(self, texts: Mapping[str, str]) -> dict[str, str]:
         """The texts worth sending; they are remembered as sent."""
         known = self._texts
-        out = {item: text for item, text in texts.items() if known.get(item) != text}
+        if known.items() >= texts.items():  # the usual case, checked in one C call
+            return {}
+        # filterfalse over the items view runs in C (a per-item Python loop cost ~10 us a
+        # search); a view's set difference would walk the whole cache instead.
+        out = dict(filterfalse(known.items().__contains__, texts.items()))
         if out:
             known.update(out)
             if len(known) > self.max_items:

@@ -6,7 +6,8 @@ on results, or marking the whole list irrelevant. Events of one session share it
 text so that searches may carry ids only.
 """
 
-from operator import itemgetter
+from itertools import repeat
+from operator import contains, itemgetter
 from typing import Annotated, Literal, NotRequired, Self
 
 from pydantic import ConfigDict, Field, model_validator, with_config
@@ -20,6 +21,30 @@ ItemText = Annotated[
     str,
     Field(min_length=1, max_length=MAX_TEXT_LENGTH, description="Text the model embeds."),
 ]
+
+
+_ID = itemgetter("item_id")
+_RANK = itemgetter("rank")
+_ID_RANK = itemgetter("item_id", "rank")
+_ID_TEXT = itemgetter("item_id", "text")
+
+
+def ranked_pairs(results: list["SearchResult"]) -> list[tuple[str, int]]:
+    """``(item_id, rank)`` in rank order (list order when ranks were left out)."""
+    if results and "rank" in results[0]:
+        # map + itemgetter run in C: this is on the consumer's per-event path.
+        pairs: list[tuple[str, int]] = list(map(_ID_RANK, results))
+        pairs.sort(key=itemgetter(1))  # linear when already in order, as usual
+        return pairs
+    return list(zip(map(_ID, results), range(1, len(results) + 1), strict=True))
+
+
+def result_texts(results: list["SearchResult"]) -> dict[str, str]:
+    """``item_id -> text`` of the results that carry a text."""
+    try:
+        return dict(map(_ID_TEXT, results))
+    except KeyError:  # some results carry no text
+        return {r["item_id"]: r["text"] for r in results if "text" in r}
 
 
 # A TypedDict, not a model: a search carries up to 200 results, and validating plain dicts
@@ -50,24 +75,28 @@ class SearchEvent(Event):
     def _ranks_and_items_unique(self) -> Self:
         if not self.query.strip():
             raise ValueError("query is blank")
-        given = [r["rank"] for r in self.results if "rank" in r]
-        if given and len(given) != len(self.results):
+        results = self.results
+        # map/itemgetter/set run in C; this validator runs for every search the consumer reads.
+        if results and "rank" in results[0]:
+            try:
+                ranks = list(map(_RANK, results))
+            except KeyError:
+                raise ValueError("either every result has a rank or none has") from None
+            if len(set(ranks)) != len(ranks):
+                raise ValueError("result ranks must be unique")
+        elif any(map(contains, results, repeat("rank"))):
             raise ValueError("either every result has a rank or none has")
-        if len(set(given)) != len(given):
-            raise ValueError("result ranks must be unique")
-        ids = [r["item_id"] for r in self.results]
-        if len(set(ids)) != len(ids):
+        if len(set(map(_ID, results))) != len(results):
             raise ValueError("an item_id appears twice in results")
         return self
 
-    def ranked_pairs(self) -> list[list[str | int]]:
-        """``[item_id, rank]`` in rank order (list order when ranks were left out)."""
-        results = self.results
-        if results and "rank" in results[0]:
-            pairs: list[list[str | int]] = [[r["item_id"], r["rank"]] for r in results]
-            pairs.sort(key=itemgetter(1))  # linear when already in order, as usual
-            return pairs
-        return [[r["item_id"], i] for i, r in enumerate(results, 1)]
+    def ranked_pairs(self) -> list[tuple[str, int]]:
+        """``(item_id, rank)`` in rank order (list order when ranks were left out)."""
+        return ranked_pairs(self.results)
+
+    def texts(self) -> dict[str, str]:
+        """``item_id -> text`` of the results that carry a text."""
+        return result_texts(self.results)
 
     def kafka_key(self) -> str:
         return self.session_id

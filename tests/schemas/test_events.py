@@ -99,7 +99,7 @@ def test_ranks_may_be_left_out_meaning_list_order() -> None:
     results = [{"item_id": "a"}, {"item_id": "b"}]
     event = decode(CLICKSTREAM, _wire(SearchEvent, results=results), now=EXAMPLE_TIME)
     assert isinstance(event, SearchEvent)
-    assert event.ranked_pairs() == [["a", 1], ["b", 2]]
+    assert event.ranked_pairs() == [("a", 1), ("b", 2)]
     shuffled = SearchEvent.create(
         session_id="s",
         query="q",
@@ -109,7 +109,7 @@ def test_ranks_may_be_left_out_meaning_list_order() -> None:
             {"item_id": "z", "rank": 2},
         ],
     )
-    assert shuffled.ranked_pairs() == [["y", 1], ["z", 2], ["x", 3]]
+    assert shuffled.ranked_pairs() == [("y", 1), ("z", 2), ("x", 3)]
 
 
 # --- every limit, with its reason -------------------------------------------------------
