@@ -15,7 +15,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python 3.1
 
 from schemas.base import Event
 from schemas.fields import Id, Meta
-from schemas.limits import MAX_QUERY_LENGTH, MAX_RESULTS, MAX_TEXT_LENGTH
+from schemas.limits import MAX_QUERY_LENGTH, MAX_RANK, MAX_RESULTS, MAX_TEXT_LENGTH
 
 ItemText = Annotated[
     str,
@@ -55,7 +55,11 @@ class SearchResult(TypedDict):
     """One shown result. ``rank`` is 1-based; leave it out to mean list order."""
 
     item_id: Id
-    rank: NotRequired[Annotated[int, Field(ge=1, description="1-based position shown.")]]
+    rank: NotRequired[
+        Annotated[
+            int, Field(ge=1, le=MAX_RANK, description=f"1-based position shown, <= {MAX_RANK}.")
+        ]
+    ]
     text: NotRequired[ItemText]
     meta: NotRequired[Meta]
 

@@ -17,8 +17,10 @@ from schemas.limits import (
     METHOD_PATTERN,
 )
 
-# No ASCII or C1 control characters: ids end up in Redis keys, logs and terminals.
-_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+# No ASCII or C1 control characters, no Unicode line or paragraph separators and no bidi
+# embedding/override/isolate controls: ids end up in Redis keys, logs and terminals, where
+# these split lines or reorder what an operator reads ("Trojan Source").
+_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$"
 
 Id = Annotated[
     str,
@@ -27,7 +29,7 @@ Id = Annotated[
         max_length=MAX_ID_LENGTH,
         pattern=_ID_PATTERN,
         description=f"Non-empty identifier, at most {MAX_ID_LENGTH} characters, "
-        "no control characters.",
+        "no control characters, line separators or bidi controls.",
     ),
 ]
 

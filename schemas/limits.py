@@ -17,6 +17,9 @@ MAX_QUERY_LENGTH = 1_024
 MAX_TEXT_LENGTH = 8_192
 #: Ranked results shown for one search.
 MAX_RESULTS = 200
+#: Highest 1-based rank a result may claim (deep pages included). Unbounded integers would
+#: reach the trainer's position weights (rank ** -eta), where 10**400 overflows a float.
+MAX_RANK = 10_000
 #: Free-form ``meta``/``metadata`` objects: keys per object, nesting depth, key length.
 MAX_META_KEYS = 64
 MAX_META_DEPTH = 4
