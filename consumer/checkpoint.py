@@ -42,6 +42,11 @@ class Checkpoint(ConsumerRebalanceListener):
         self._uncommitted[tp] = last_offset + 1
         self.next_offset[tp] = last_offset + 1
 
+    def forget(self, tp: TopicPartition) -> None:
+        """The partition's log started over: what was applied from the old one is moot."""
+        self._uncommitted.pop(tp, None)
+        self.next_offset.pop(tp, None)
+
     async def commit(self, only: set[TopicPartition] | None = None) -> int:
         """Commit applied offsets of owned partitions; return how many were committed."""
         assert self.consumer is not None

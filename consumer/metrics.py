@@ -97,6 +97,13 @@ class ConsumerMetrics:
         self.ready = Gauge(
             "clicktune_consumer_ready", "1 while the consumer can apply events.", registry=r
         )
+        self.log_resets = Counter(
+            "clicktune_consumer_log_resets",
+            "Partitions whose log started over below the offset mark (broker data lost, "
+            "topic recreated): the mark was forgotten.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "clicktune_consumer_assigned_partitions", "Partitions this member owns.", registry=r
         )

@@ -160,6 +160,7 @@ class ClickstreamConsumer:
                 if applying is not None:
                     await applying
                     applying = None
+                await self._forget_restarted_logs(prepared)
                 if prepared:
                     applying = asyncio.create_task(self._apply(prepared))
                 await self._housekeeping()
@@ -214,8 +215,10 @@ class ClickstreamConsumer:
         records handled. (``run`` overlaps consecutive polls instead.)"""
         self._last_loop = time.monotonic()
         batches = await self._read_or_wait()
-        if batches:
-            await self._apply(await asyncio.to_thread(self._prepare, batches))
+        prepared = await asyncio.to_thread(self._prepare, batches) if batches else []
+        await self._forget_restarted_logs(prepared)
+        if prepared:
+            await self._apply(prepared)
         await self._housekeeping()
         return sum(len(r) for r in batches.values())
 
@@ -228,6 +231,52 @@ class ClickstreamConsumer:
             return {}
         self._set_healthy("kafka", True)
         return batches
+
+    async def _forget_restarted_logs(self, prepared: list[Prepared]) -> None:
+        """Forget the offset mark of a partition whose log started over.
+
+        A broker that lost its data (the embedded broker keeps logs in memory only) or a topic
+        deleted and created again numbers its records from 0 again; the apply script would
+        take every new record up to the old mark for a replay and skip it. A log that only
+        grows never reports a high watermark below the next offset to apply, so a partition
+        that does (with no records in hand, or only records below that offset) has its mark
+        dropped and its records are applied from the start of the new log. Runs with no
+        apply in flight.
+        """
+        assert self.consumer is not None
+        first = {p.tp: p.batch.entries[0].offset for p in prepared if p.batch.entries}
+        restarted = False
+        for tp in sorted(self.consumer.assignment()):
+            expected = self.checkpoint.next_offset.get(tp)
+            high = self.consumer.highwater(tp)
+            if expected is None or high is None or high >= expected:
+                continue
+            if first.get(tp, -1) >= expected:
+                continue  # records fetched before the log was lost: they go first
+            key = tp_key(tp)
+            forgotten = await self._retry(
+                "redis", lambda key=key, mark=expected - 1: self.store.forget_mark(key, mark)
+            )
+            if not forgotten:  # another member moved the mark meanwhile: not ours any more
+                continue
+            self.checkpoint.forget(tp)
+            if tp not in first:
+                # The fetch position may lie past the new log's end (the embedded broker then
+                # answers with nothing rather than "out of range"): read it from its start.
+                await self.consumer.seek_to_beginning(tp)
+            self.metrics.log_resets.labels(tp.topic, str(tp.partition)).inc()
+            log.warning(
+                "%s: high watermark %d is below the next offset to apply %d: the log started "
+                "over (broker data lost, or topic recreated); offset mark %d forgotten",
+                key,
+                high,
+                expected,
+                expected - 1,
+            )
+            restarted = True
+        if restarted and self.settings.create_topics:
+            # A broker that lost its logs lost its topics too (tasks, dead letters included).
+            await self._retry("kafka", lambda: ensure_topics(self.settings))
 
     async def _housekeeping(self) -> None:
         if self.settings.auto_release_age_s > 0:

@@ -14,6 +14,13 @@ from consumer.keys import Keys
 from producer.settings import Settings
 
 APPLY_SCRIPT = files("consumer").joinpath("lua/apply.lua").read_text(encoding="utf-8")
+#: Drop a partition's offset mark, unless it moved since the caller read it.
+FORGET_MARK_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
 
 
 class Outcome(IntEnum):
@@ -82,6 +89,7 @@ class RedisStore:
         self.settings = settings
         self.keys = Keys(settings.redis_key_prefix)
         self._apply = client.register_script(APPLY_SCRIPT)
+        self._forget_mark = client.register_script(FORGET_MARK_SCRIPT)
 
     def _args(self, batch: PartitionBatch) -> list[str | bytes]:
         s = self.settings
@@ -114,6 +122,11 @@ class RedisStore:
             return {}
         values = await self.client.hmget(self.keys.offsets, tp_keys)
         return {k: None if v is None else int(v) for k, v in zip(tp_keys, values, strict=True)}
+
+    async def forget_mark(self, tp_key: str, mark: int) -> bool:
+        """Drop the offset mark of ``tp_key`` if it still is ``mark``; True if dropped."""
+        dropped = await self._forget_mark(keys=[self.keys.offsets], args=[tp_key, str(mark)])
+        return bool(dropped)
 
     async def open_batch(self) -> tuple[str, int] | None:
         """The open batch's id and session count, if a batch is open."""
