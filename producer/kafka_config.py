@@ -11,12 +11,22 @@ from producer.settings import SecurityProtocol, Settings
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.kafka_security_protocol not in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
         return None
-    password = settings.kafka_ssl_key_password
+    secret = settings.kafka_ssl_key_password
+
+    def password() -> str:
+        # Only asked for an encrypted key. Without this callback OpenSSL would prompt on the
+        # terminal (and block a service started from one).
+        if secret is None:
+            raise ValueError(
+                f"{settings.kafka_ssl_keyfile} is encrypted: set CLICKTUNE_KAFKA_SSL_KEY_PASSWORD"
+            )
+        return secret.get_secret_value()
+
     context = create_ssl_context(
         cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
         certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
         keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-        password=password.get_secret_value() if password else None,
+        password=password,
     )
     context.check_hostname = settings.kafka_ssl_check_hostname
     return context
@@ -33,7 +43,12 @@ def common_kwargs(settings: Settings, *, client_suffix: str) -> dict[str, Any]:
     context = ssl_context(settings)
     if context is not None:
         kwargs["ssl_context"] = context
-    if settings.kafka_sasl_mechanism is not None:
+    sasl = settings.kafka_security_protocol in (
+        SecurityProtocol.SASL_PLAINTEXT,
+        SecurityProtocol.SASL_SSL,
+    )
+    # A mechanism left set with PLAINTEXT or SSL means nothing (and has no password checked).
+    if sasl and settings.kafka_sasl_mechanism is not None:
         assert settings.kafka_sasl_password is not None  # checked by Settings
         kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism.value
         kwargs["sasl_plain_username"] = settings.kafka_sasl_username
