@@ -12,7 +12,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import AuthenticationError, BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,6 +27,7 @@ from consumer.tasks import TaskStore
 from consumer.text_cache import TextCache
 from producer.event_publisher import EventPublisher
 from producer.kafka_config import consumer_kwargs
+from producer.redis_client import connect_redis
 from producer.settings import Settings
 from producer.topic_admin import ensure_topics
 from schemas.codec import InvalidEvent, decode_fast
@@ -46,6 +47,8 @@ TRANSIENT = (
     OSError,
     KafkaError,
 )
+#: Refusals that look like connection failures but no retry can fix: bad credentials.
+NOT_TRANSIENT = (AuthenticationError,)
 
 
 @dataclass
@@ -84,6 +87,8 @@ class ClickstreamConsumer:
         self._stopping = asyncio.Event()
         self._started = False
         self._healthy = {"redis": False, "kafka": False}
+        #: Why a dependency is unavailable, while it is (the last error seen).
+        self.unavailable: dict[str, str] = {}
         self._last_loop = time.monotonic()
         self._open_batch_seen: tuple[str, float] | None = None
         self._texts = TextCache()
@@ -104,10 +109,13 @@ class ClickstreamConsumer:
                 live=self.liveness,
                 ready=self.readiness,
             ).start()
-        self.redis = aioredis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.redis = connect_redis(s, socket_timeout=5, socket_connect_timeout=5)
         self.store = RedisStore(self.redis, s)
         self.tasks = TaskStore(self.redis, s.redis_key_prefix)
         await self._retry("redis", self.store.ping)
+        # A user that may not run the apply script or write under the prefix fails here,
+        # with Redis's own words, rather than at the first record.
+        await self._retry("redis", self.store.check_access)
         if s.create_topics:
             await self._retry("kafka", lambda: ensure_topics(s))
         self.publisher = EventPublisher(s, client_suffix="consumer-out")
@@ -453,6 +461,10 @@ class ClickstreamConsumer:
     def _set_healthy(self, dependency: str, ok: bool, exc: BaseException | None = None) -> None:
         was = self._healthy[dependency]
         self._healthy[dependency] = ok
+        if ok:
+            self.unavailable.pop(dependency, None)
+        else:
+            self.unavailable[dependency] = f"{type(exc).__name__}: {exc}"
         if was and not ok:
             log.warning("%s unavailable, retrying with backoff: %s", dependency, exc)
         elif ok and not was and self._started:
@@ -469,6 +481,8 @@ class ClickstreamConsumer:
         while True:
             try:
                 result = await op()
+            except NOT_TRANSIENT:
+                raise
             except TRANSIENT as exc:
                 self.metrics.errors.labels(dependency=dependency).inc()
                 self._set_healthy(dependency, False, exc)

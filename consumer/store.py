@@ -164,3 +164,10 @@ class RedisStore:
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+    async def check_access(self) -> None:
+        """Raise Redis's own error (NOPERM, NOSCRIPT...) unless this user may run the apply
+        script and write under the key prefix. Changes nothing: the script gets no entries,
+        and the write removes a field that does not exist."""
+        await self._apply(keys=[self.keys.offsets], args=self._args(PartitionBatch("", [])))
+        await self.client.hdel(self.keys.offsets, "")

@@ -16,15 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from producer.broker import EmbeddedBroker, free_port
 from producer.publisher import ClickstreamPublisher
+from producer.redis_client import connect_redis
 from producer.sample_catalog import build_catalog
-from producer.settings import Settings
+from producer.settings import Settings, redact_url
 from producer.simulator import ClickSimulator
 from producer.subscriber import subscribe_model_ready, subscribe_status
 
@@ -35,11 +35,24 @@ class DemoError(RuntimeError):
     pass
 
 
-async def _redis_url(wanted: str, logs: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
-    client = aioredis.from_url(wanted, socket_connect_timeout=2)
+#: Redis settings that belong to the configured Redis, not to the demo's own redis-server.
+_REDIS_CREDENTIALS = (
+    "redis_username",
+    "redis_password",
+    "redis_ssl_ca_file",
+    "redis_ssl_certfile",
+    "redis_ssl_keyfile",
+    "redis_ssl_key_password",
+)
+
+
+async def _redis(settings: Settings, logs: Path) -> tuple[Settings, subprocess.Popen[bytes] | None]:
+    """The configured Redis (with its credentials and TLS) if it answers, else a private
+    redis-server on a free port (no password: it only listens on loopback)."""
+    client = connect_redis(settings, socket_connect_timeout=2)
     try:
         await client.ping()
-        return wanted, None
+        return settings, None
     except Exception:
         pass
     finally:
@@ -47,7 +60,8 @@ async def _redis_url(wanted: str, logs: Path) -> tuple[str, subprocess.Popen[byt
     binary = shutil.which("redis-server")
     if binary is None:
         raise DemoError(
-            f"Redis does not answer at {wanted} and redis-server is not installed: "
+            f"Redis does not answer at {redact_url(settings.redis_url)} and redis-server is "
+            "not installed: "
             "apt-get install redis-server (or set CLICKTUNE_REDIS_URL)"
         )
     port = free_port()
@@ -57,12 +71,17 @@ async def _redis_url(wanted: str, logs: Path) -> tuple[str, subprocess.Popen[byt
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    own = settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{port}/0",
+            **dict.fromkeys(_REDIS_CREDENTIALS),
+        }
+    )
     for _ in range(50):
-        client = aioredis.from_url(url)
+        client = connect_redis(own)
         try:
             await client.ping()
-            return url, proc
+            return own, proc
         except Exception:
             await asyncio.sleep(0.1)
         finally:
@@ -104,7 +123,8 @@ async def run_demo(
     logs.mkdir(exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     with EmbeddedBroker(log_file=logs / "broker.log") as broker:
-        redis_url, own_redis = await _redis_url(settings.redis_url, logs)
+        settings, own_redis = await _redis(settings, logs)
+        redis_url = settings.redis_url
         if own_redis is not None:
             procs.append(own_redis)
         run_id = time.strftime("%Y%m%d%H%M%S")
@@ -119,8 +139,12 @@ async def run_demo(
             }
         )
         consumer_port, trainer_port = free_port(), free_port()
+        inherited = dict(os.environ)
+        if own_redis is not None:  # the children must not bring the configured Redis's secrets
+            for name in _REDIS_CREDENTIALS:
+                inherited.pop(f"CLICKTUNE_{name.upper()}", None)
         env = {
-            **os.environ,
+            **inherited,
             "CLICKTUNE_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
             "CLICKTUNE_KAFKA_ENABLE_IDEMPOTENCE": "false",
             "CLICKTUNE_REDIS_URL": redis_url,
@@ -134,7 +158,7 @@ async def run_demo(
         }
         exe = str(Path(sys.executable).with_name("clicktune"))
         console.print(
-            f"[bold]broker[/] {broker.bootstrap_servers}  [bold]redis[/] {redis_url}"
+            f"[bold]broker[/] {broker.bootstrap_servers}  [bold]redis[/] {redact_url(redis_url)}"
             f"  [bold]mlflow[/] {s.mlflow_tracking_uri}  [bold]logs[/] {logs}/"
         )
         try:
@@ -175,7 +199,7 @@ async def _drive(s: Settings, sessions: int, console: Console) -> int:
     with console.status("ranking the catalog with the base model"):
         rank = await asyncio.to_thread(_base_ranker, catalog, s.base_model)
     sim = ClickSimulator(catalog, judgments, rank, seed=7)
-    client = aioredis.from_url(s.redis_url)
+    client = connect_redis(s)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -8,6 +8,7 @@ files in ``CLICKTUNE_SECRETS_DIR`` named like the variables
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,7 +54,31 @@ class Settings(BaseSettings):
         default="127.0.0.1:9092", description="Comma-separated host:port list."
     )
     redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL."
+        default="redis://127.0.0.1:6379/0",
+        description="redis:// or rediss:// (TLS) URL. A password in it is a secret: keep the "
+        "URL in a secrets file, or put the password in CLICKTUNE_REDIS_PASSWORD.",
+    )
+    redis_username: str | None = Field(
+        default=None, description="Redis ACL user (default: the URL's, else 'default')."
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password: environment or secrets file only."
+    )
+    redis_ssl_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle to verify the Redis server (rediss://; default: system CAs).",
+    )
+    redis_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate for Redis (mutual TLS)."
+    )
+    redis_ssl_keyfile: Path | None = Field(
+        default=None, description="Client private key for Redis (mutual TLS)."
+    )
+    redis_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the Redis client key, if encrypted."
+    )
+    redis_ssl_check_hostname: bool = Field(
+        default=True, description="Check the Redis certificate's host name."
     )
     mlflow_tracking_uri: str = Field(
         default="sqlite:///.clicktune/mlflow.db",
@@ -187,6 +212,12 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(
         default=5.0, gt=0, description="Longest wait between retries while Redis or Kafka is down."
     )
+    startup_timeout_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long `clicktune consume` waits for Redis and Kafka at start-up before "
+        "it exits with an error (0: wait forever). Once started, outages are waited out.",
+    )
 
     # --- fine-tuning ---------------------------------------------------------------------
     fine_tuning_method: str = Field(
@@ -257,6 +288,31 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _redis_security(self) -> "Settings":
+        tls = [
+            name
+            for name in ("redis_ssl_ca_file", "redis_ssl_certfile", "redis_ssl_keyfile")
+            if getattr(self, name) is not None
+        ]
+        if tls and not self.redis_url.startswith("rediss://"):
+            raise ValueError(f"{', '.join(tls)} need a rediss:// redis_url")
+        if (self.redis_ssl_certfile is None) != (self.redis_ssl_keyfile is None):
+            raise ValueError("redis_ssl_certfile and redis_ssl_keyfile go together")
+        for path in (self.redis_ssl_ca_file, self.redis_ssl_certfile, self.redis_ssl_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        if self.redis_password is not None and urlsplit(self.redis_url).password:
+            raise ValueError("the Redis password is given twice: in redis_url and redis_password")
+        return self
+
+    def __repr_args__(self) -> Any:
+        # URLs may carry a password (redis://:pw@host): never print it.
+        for name, value in super().__repr_args__():
+            if name in ("redis_url", "mlflow_tracking_uri") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
+    @model_validator(mode="after")
     def _security(self) -> "Settings":
         sasl = self.kafka_security_protocol in (
             SecurityProtocol.SASL_PLAINTEXT,
@@ -297,6 +353,20 @@ class Settings(BaseSettings):
 
     def topic_names(self) -> dict[str, str]:
         return {spec.key: self.topic(spec) for spec in ALL_TOPICS}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user-info replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _env_secrets_dir() -> str | None:

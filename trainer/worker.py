@@ -11,7 +11,6 @@ that were ``processing`` when a worker died are found in Redis at start-up and r
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
@@ -20,6 +19,7 @@ from consumer.keys import Keys
 from consumer.tasks import TaskStore
 from producer.event_publisher import EventPublisher
 from producer.kafka_config import consumer_kwargs
+from producer.redis_client import connect_redis
 from producer.settings import Settings
 from producer.topic_admin import ensure_topics
 from schemas.codec import InvalidEvent, decode
@@ -61,7 +61,7 @@ class TrainerWorker:
                 live=lambda: (True, "alive"),
                 ready=self._ready,
             ).start()
-        self.redis = aioredis.from_url(s.redis_url)
+        self.redis = connect_redis(s, socket_connect_timeout=5)
         await self.redis.ping()
         if s.create_topics:
             await ensure_topics(s)

@@ -6,6 +6,7 @@ import signal
 import typer
 
 from producer.cli.context import settings_from
+from producer.cli.errors import CliError
 
 
 def consume(
@@ -35,9 +36,30 @@ def consume(
     async def main() -> None:
         service = ClickstreamConsumer(settings)
         loop = asyncio.get_running_loop()
+        starting = asyncio.create_task(service.start())
+
+        def stop() -> None:
+            service.request_stop()
+            starting.cancel()  # start-up retries until its dependencies answer
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, service.request_stop)
-        await service.start()
+            loop.add_signal_handler(sig, stop)
+        try:
+            async with asyncio.timeout(settings.startup_timeout_s or None):
+                await starting
+        except TimeoutError:
+            await service.close()
+            why = "; ".join(f"{k}: {v}" for k, v in service.unavailable.items()) or "starting"
+            raise CliError(
+                f"not started after {settings.startup_timeout_s:g} s "
+                f"(CLICKTUNE_STARTUP_TIMEOUT_S): {why}"
+            ) from None
+        except asyncio.CancelledError:
+            await service.close()  # stopped by a signal while starting
+            return
+        except BaseException:
+            await service.close()
+            raise
         if service.health is not None:
             typer.echo(
                 f"metrics and probes on http://{settings.metrics_host}:"

@@ -8,6 +8,7 @@ from typing import NoReturn
 import click
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
+from redis import exceptions as redis_errors
 
 from producer.broker import BrokerError
 
@@ -41,6 +42,14 @@ def describe(exc: BaseException) -> str:
         return f"Kafka error: {exc}"
     if isinstance(exc, BrokerError):
         return f"embedded broker: {exc}"
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return f"Redis refused the credentials (CLICKTUNE_REDIS_USERNAME/PASSWORD): {exc}"
+    if isinstance(exc, redis_errors.NoPermissionError):
+        return f"the Redis user lacks a permission (ACL): {exc}"
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return f"cannot reach Redis: {exc}"
+    if isinstance(exc, redis_errors.RedisError):
+        return f"Redis error: {exc}"
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
     text = str(exc).strip().splitlines()
@@ -72,7 +81,7 @@ def run_cli(main: Callable[[], object]) -> NoReturn:
         fail(describe(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-    except (KafkaError, BrokerError, OSError) as exc:
+    except (KafkaError, BrokerError, OSError, redis_errors.RedisError) as exc:
         fail(describe(exc), EXIT_FAILED)
     except Exception as exc:
         if os.environ.get("CLICKTUNE_DEBUG"):

@@ -50,12 +50,11 @@ def train(
 
 
 async def _task_store(ctx: typer.Context):
-    import redis.asyncio as aioredis
-
     from consumer.tasks import TaskStore
+    from producer.redis_client import connect_redis
 
     settings = settings_from(ctx)
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = connect_redis(settings, socket_connect_timeout=5, socket_timeout=10)
     return settings, client, TaskStore(client, settings.redis_key_prefix)
 
 
