@@ -70,6 +70,11 @@ def run_cli(main: Callable[[], object]) -> NoReturn:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         fail("aborted", 130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `clicktune` alone: the help is the answer
+        shown = exc.format_message()  # typer's rich help has printed itself already
+        if shown.strip():
+            click.echo(shown, err=True)
+        sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         fail(exc.format_message() + hint, EXIT_USAGE)

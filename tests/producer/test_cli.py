@@ -174,6 +174,30 @@ def test_flags_override_environment(cli_env: dict[str, str], settings: Settings)
         (["--security-protocol", "SASL_SSL", "release"], {}, "kafka_sasl_mechanism"),
         (["release"], {"CLICKTUNE_KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "not host:port"),
         (["broker", "--port", "70000"], {}, "--port"),
+        # Every subcommand, with missing or wrong arguments.
+        (["publish", "-", "--progress", "x"], {}, "unexpected extra argument"),
+        (["release", "--batch-id", ""], {}, "batch_id"),
+        (["release", "-k"], {}, "requires an argument"),
+        (["watch", "--format", "xml"], {}, "--format"),
+        (["watch", "--for", "0"], {}, "--for"),
+        (["broker", "--port", "abc"], {}, "--port"),
+        (["topics", "--partitions", "0"], {}, "--partitions"),
+        (["topics", "--replication-factor", "x"], {}, "--replication-factor"),
+        (["consume", "--metrics-port", "70000"], {}, "--metrics-port"),
+        (["consume", "extra"], {}, "unexpected extra argument"),
+        (["consume"], {"CLICKTUNE_STARTUP_TIMEOUT_S": "-1"}, "startup_timeout_s"),
+        (["schemas", "--out"], {}, "requires an argument"),
+        (["schemas", "--check", "--bogus"], {}, "No such option"),
+        (["train", "--max-evals", "0"], {}, "--max-evals"),
+        (["train", "--params-grid", "/nonexistent.json"], {}, "--params-grid"),
+        (["train", "--device", "tpu"], {}, "device"),
+        (["status", "a", "b"], {}, "unexpected extra argument"),
+        (["status"], {"CLICKTUNE_REDIS_URL": "http://x"}, "redis://"),
+        (["cancel"], {}, "Missing argument 'TASK_ID'"),
+        (["demo", "--sessions", "10"], {}, "--sessions"),
+        (["demo", "--max-evals", "zero"], {}, "--max-evals"),
+        (["--security-protocol", "bogus", "status"], {}, "--security-protocol"),
+        (["--sasl-password-file", "/nonexistent", "release"], {}, "--sasl-password-file"),
     ],
 )
 def test_misuse_gets_one_line_and_a_nonzero_exit(
@@ -187,6 +211,13 @@ def test_misuse_gets_one_line_and_a_nonzero_exit(
     assert says in lines[0]
 
 
+def test_no_command_prints_the_help(cli_env: dict[str, str]) -> None:
+    result = run([], cli_env)
+    assert result.returncode == 2
+    assert "Usage: clicktune" in result.stdout + result.stderr
+    assert "error" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_unreachable_broker_is_one_line(cli_env: dict[str, str]) -> None:
     port = free_port()
     env = {
@@ -198,6 +229,96 @@ def test_unreachable_broker_is_one_line(cli_env: dict[str, str]) -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines == [lines[0]] and "cannot reach Kafka" in lines[0], result.stderr
+
+
+CLOSED = "closed"  # stands for a loopback port nothing listens on
+
+
+@pytest.mark.parametrize(
+    ("args", "down", "says", "within_s"),
+    [
+        (["publish", "EVENTS"], "kafka", "cannot reach Kafka", 30),
+        (["release"], "kafka", "cannot reach Kafka", 30),
+        (["watch", "--for", "5"], "kafka", "cannot reach Kafka", 30),
+        (["topics"], "kafka", "cannot reach Kafka", 30),
+        (["status"], "redis", "cannot reach Redis", 30),
+        (["cancel", "task-x"], "redis", "cannot reach Redis", 30),
+        (["consume"], "redis", "not started after 3 s (CLICKTUNE_STARTUP_TIMEOUT_S): redis", 30),
+        (["consume"], "kafka", "not started after 3 s (CLICKTUNE_STARTUP_TIMEOUT_S): kafka", 30),
+        (["train"], "redis", "cannot reach Redis", 90),
+        (["train"], "kafka", "cannot reach Kafka", 90),
+        (["broker", "--port", "REDIS_PORT"], "", "already in use", 30),
+        (["schemas", "--out", "/proc/no/such/dir"], "", "No such file or directory", 30),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, list) else str(v),
+)
+def test_unreachable_services_get_one_line_and_a_nonzero_exit(
+    args: list[str],
+    down: str,
+    says: str,
+    within_s: float,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Every command that talks to Kafka or Redis, with that service on a closed port (the
+    other one up): a one-line error, exit status 1, in bounded time."""
+    import time
+
+    closed = f"127.0.0.1:{free_port()}"
+    env = {
+        **cli_env,
+        "CLICKTUNE_KAFKA_REQUEST_TIMEOUT_MS": "3000",
+        "CLICKTUNE_STARTUP_TIMEOUT_S": "3",
+        "CLICKTUNE_METRICS_PORT": "0",
+        "CLICKTUNE_TRAINER_METRICS_PORT": "0",
+        "CLICKTUNE_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    if down == "kafka":
+        env["CLICKTUNE_KAFKA_BOOTSTRAP_SERVERS"] = closed
+    elif down == "redis":
+        env["CLICKTUNE_REDIS_URL"] = f"redis://{closed}/0"
+    events = tmp_path / "events.jsonl"
+    from schemas import ClickEvent
+
+    events.write_text(_line(ClickEvent) + "\n")
+    redis_port = env["CLICKTUNE_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+    args = [str(events) if a == "EVENTS" else redis_port if a == "REDIS_PORT" else a for a in args]
+    started = time.monotonic()
+    result = run(args, env, timeout=within_s + 30)
+    elapsed = time.monotonic() - started
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("clicktune: error: "), result.stderr
+    assert says in lines[0], lines[0]
+    assert elapsed < within_s, f"{args}: {elapsed:.1f} s"
+
+
+def test_consume_stops_on_sigterm_while_waiting_for_its_services(cli_env: dict[str, str]) -> None:
+    """Start-up waits for Redis and Kafka, but a signal ends the wait (it used to be ignored
+    until both answered)."""
+    import time
+
+    env = {
+        **cli_env,
+        "CLICKTUNE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "CLICKTUNE_STARTUP_TIMEOUT_S": "0",  # wait forever
+        "CLICKTUNE_METRICS_PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [CLICKTUNE, "consume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, proc.communicate()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert time.monotonic() - sent < 10
+    assert "Traceback" not in err
 
 
 def test_schemas_check_and_write(tmp_path: Path, cli_env: dict[str, str]) -> None:
