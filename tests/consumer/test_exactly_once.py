@@ -1,19 +1,17 @@
-"""Replays, crashes, rebalances and Redis outages leave Redis as a clean run would."""
+"""Replays, crashes and rebalances leave Redis as a clean run would (Redis outages and longer
+fault loops: tests/reliability)."""
 
 import asyncio
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 
 from producer import synthetic
-from producer.broker import free_port
 from producer.settings import Settings
 from schemas import ReleaseEvent, decode
 from schemas.topics import TASKS
@@ -168,95 +166,3 @@ async def _logged(log: Path, text: str, times: int) -> bool:
 
 async def _moved(client: aioredis.Redis, settings: Settings, start: int) -> bool:
     return await applied_records(client, settings) > start
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path):
-    """A redis-server of our own, with an append-only file so a restart keeps the data."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
-    cmd = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        str(data),
-    ]
-
-    class Server:
-        url = f"redis://127.0.0.1:{port}/0"
-        proc: subprocess.Popen[bytes] | None = None
-
-        def start(self) -> None:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-
-        def crash(self) -> None:
-            assert self.proc is not None
-            self.proc.kill()
-            self.proc.wait()
-
-    server = Server()
-    server.start()
-    yield server
-    if server.proc and server.proc.poll() is None:
-        server.proc.terminate()
-        server.proc.wait()
-
-
-async def test_redis_outage_mid_stream(
-    consumer_settings: Settings, redis_client: aioredis.Redis, own_redis, caplog
-) -> None:
-    events = traffic(3000, seed=13)
-    expected = await reference_state(consumer_settings, redis_client, events)
-    s = consumer_settings.model_copy(
-        update={"redis_url": own_redis.url, "consumer_max_records": 300}
-    )
-    client = aioredis.from_url(own_redis.url)
-    await wait_until(lambda: _pings(client), 10, "own redis")
-    half = len(events) // 2
-    async with running(s) as service:
-        await publish(s, events[:half])
-        await wait_until(lambda: _reached(client, s, 100))
-        own_redis.crash()
-        await publish(s, events[half:])
-        await wait_until(lambda: _not_ready(service), 20, "not ready")
-        committed_during = await _committed(service)
-        await asyncio.sleep(2)
-        assert not service.readiness()[0]
-        assert await _committed(service) == committed_during  # nothing committed meanwhile
-        own_redis.start()
-        await wait_until(lambda: _pings(client), 10, "redis back")
-        await wait_until(lambda: _reached(client, s, len(events)), 120, "caught up")
-        assert service.readiness() == (True, "ready")
-    state = normalised(await dump_state(client, s.redis_key_prefix, s.topic_prefix))
-    await client.aclose()
-    assert state == expected
-    outage_logs = [r for r in caplog.records if "redis unavailable" in r.getMessage()]
-    assert len(outage_logs) == 1  # logged once per outage, not once per retry
-
-
-async def _pings(client: aioredis.Redis) -> bool:
-    try:
-        return bool(await client.ping())
-    except Exception:
-        return False
-
-
-async def _not_ready(service) -> bool:
-    return not service.readiness()[0]
-
-
-async def _committed(service) -> dict:
-    return {tp: await service.consumer.committed(tp) for tp in service.consumer.assignment()}

@@ -6,6 +6,7 @@ at the end of the pytest output (``report`` fixture), so CI logs show them witho
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 
 from consumer.keys import Keys
 from producer import synthetic
-from producer.broker import EmbeddedBroker
+from producer.broker import EmbeddedBroker, free_port
 from producer.settings import Settings
 from schemas.base import Event
 from schemas.clickstream import ClickEvent, IrrelevantEvent, SearchEvent
@@ -128,6 +129,48 @@ def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     broker = EmbeddedBroker(log_file=tmp_path / "tansu.log").start()
     yield broker
     broker.stop()
+
+
+class RedisServer:
+    """A redis-server of a test's own, with an append-only file fsynced on every write so
+    that a restart keeps every acknowledged write. Never the shared one at 6379."""
+
+    def __init__(self, binary: str, port: int, data: Path) -> None:
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._cmd = [
+            *(binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL)
+
+    def crash(self) -> None:
+        """SIGKILL, as a crashed or OOM-killed server."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (Debian package redis-server)")
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = RedisServer(binary, free_port(), data)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.stop()
 
 
 @dataclass(frozen=True)
