@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumer.keys import Keys
 from producer import synthetic
 from producer.broker import EmbeddedBroker, free_port
+from producer.kafka_config import consumer_kwargs
 from producer.settings import Settings
 from schemas.base import Event
 from schemas.clickstream import ClickEvent, IrrelevantEvent, SearchEvent
+from schemas.topics import TopicSpec
 from tests.consumer.conftest import (
     _drop_keys,  # noqa: F401  (the same key clean-up)
     _outbox_empty,
@@ -251,6 +254,30 @@ async def _consumed(service: Any, n: int) -> bool:
         )
         >= n
     )
+
+
+async def read_all(settings: Settings, spec: TopicSpec) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic, read up to each partition's high watermark (no group)."""
+    topic = settings.topic(spec)
+    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None, client_suffix="all"))
+    await consumer.start()
+    try:
+        assert topic in await consumer.topics(), topic  # also loads the partitions
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        async with asyncio.timeout(30):
+            while True:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+                highs = [consumer.highwater(tp) for tp in tps]
+                at = [await consumer.position(tp) for tp in tps]
+                if all(h is not None and p >= h for p, h in zip(at, highs, strict=True)):
+                    return records
+    finally:
+        await consumer.stop()
 
 
 async def sleep_unless(proc: subprocess.Popen[bytes], seconds: float) -> None:
