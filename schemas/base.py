@@ -1,7 +1,7 @@
 """The envelope every clicktune message shares."""
 
 import uuid
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +30,14 @@ class Event(BaseModel):
 
     # Narrowed to a Literal by each subclass; declared here so `type` is serialised first.
     type: str = Field(description="Message type: the discriminator.")
-    schema_version: Literal[1] = Field(description="Contract version of this message.")
+    # An integer bounded to 1, not Literal[1]: pydantic's literal matches true and 1.0 too
+    # (True == 1), even in strict mode, so those were accepted against the published const.
+    schema_version: int = Field(
+        ge=SCHEMA_VERSION,
+        le=SCHEMA_VERSION,
+        json_schema_extra={"const": SCHEMA_VERSION},
+        description="Contract version of this message.",
+    )
     event_id: Id = Field(description="Client-made unique id; replays reuse it.")
     occurred_at: Timestamp = Field(description="When the event happened (UTC).")
 

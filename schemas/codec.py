@@ -7,13 +7,15 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from schemas.base import Event
+from schemas.base import SCHEMA_VERSION, Event
 from schemas.dead_letter import DeadLetterReason
 from schemas.fast_codec import FastDecoder, FastEvent
 from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.topics import EVENT_TYPES, TopicSpec
 
 _MAX_DETAIL = 1_024
+#: A schema_version that is an integer, but not ours (a wrong type is a schema error).
+_OUT_OF_RANGE = ("literal_error", "less_than_equal", "greater_than_equal")
 
 
 class InvalidEvent(ValueError):
@@ -53,9 +55,10 @@ def _classify(spec: TopicSpec, exc: ValidationError) -> InvalidEvent:
         if kind == "union_tag_not_found":
             return _wrong_type(spec, None)
     for err in errors:
-        if err["type"] == "literal_error" and err["loc"][-1] == "schema_version":
+        if err["loc"][-1:] == ("schema_version",) and err["type"] in _OUT_OF_RANGE:
             return InvalidEvent(
-                DeadLetterReason.UNSUPPORTED_VERSION, f"schema_version must be 1: {err['msg']}"
+                DeadLetterReason.UNSUPPORTED_VERSION,
+                f"schema_version must be {SCHEMA_VERSION}, not {err['input']!r:.40}",
             )
     return InvalidEvent(DeadLetterReason.SCHEMA, _format_errors(errors))
 
