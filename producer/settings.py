@@ -237,8 +237,10 @@ class Settings(BaseSettings):
     )
     min_improvement: float = Field(
         default=0.0,
-        ge=0,
-        description="Absolute gain over the baseline's main metric a model needs to ship.",
+        ge=-1,
+        le=1,
+        description="Absolute gain over the baseline's main metric a model needs to ship "
+        "(negative: ship the best trial even when it is worse; benchmarks use it).",
     )
     device: str = Field(
         default="auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu or cuda."

@@ -1,9 +1,15 @@
 """Quality of a model on held-out sessions: re-ranking what was shown, and retrieval.
 
 Two views, each averaged over test sessions that have clicks:
-- ``rerank_*``: the session's shown results, ordered by cosine(query, item);
+- ``rerank_*``: the session's shown results, ordered by cosine(query, item).
+  ``rerank_ndcg@10`` drives the search and the ship/no-ship decision: every model is judged
+  on the same logged candidates, and inverse-propensity gains undo the position bias of the
+  clicks, which makes it the standard unbiased (counterfactual) estimate from click logs;
 - ``ndcg@10``, ``mrr@10``, ``recall@100`` (no prefix): the whole batch's item pool, ordered
-  by cosine(query, item) — what an embedding model is used for. ``ndcg@10`` drives the search.
+  by cosine(query, item) — what an embedding model is used for, reported alongside. Clicks
+  exist only on what the serving model showed, so this view favours the serving model
+  (selection bias that propensities cannot undo): on real graded data (bench/quality.py)
+  it rejected models that were better on the true grades.
 Item embeddings are computed once per evaluation and shared by both views.
 """
 
@@ -18,7 +24,7 @@ from trainer.ranking_data import Session
 
 Encode = Callable[[Sequence[str]], Tensor]  # texts -> (n, d) L2-normalised embeddings
 
-MAIN_METRIC = "ndcg@10"
+MAIN_METRIC = "rerank_ndcg@10"
 #: P(examined | rank), floored at 0.1 so one deep click cannot dominate (weights <= 10).
 propensity = ExaminationConfidence(eta=0.8, floor=0.1)
 RERANK: tuple[MetricCalculator, ...] = (NDCG(10), MRR(10), Recall(10))

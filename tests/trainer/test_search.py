@@ -13,6 +13,7 @@ from producer.settings import Settings
 from schemas import TaskStatus
 from tests.consumer.conftest import wait_until
 from tests.trainer.conftest import experiment_of, frozen_batch
+from trainer.evaluation import MAIN_METRIC
 from trainer.fine_tuner import identity_query
 from trainer.model_source import base_model_path
 from trainer.ranking_data import load_ranking_data
@@ -32,7 +33,7 @@ async def test_a_failing_trial_is_logged_and_reported_as_failed(
     )
     tracker = ExperimentsTracker(s.mlflow_tracking_uri, "clicktune-test", "default", task_id)
     tracker.start_iteration()
-    ctx = SearchContext(device="cpu", baseline={"ndcg@10": 0.5})
+    ctx = SearchContext(device="cpu", baseline={MAIN_METRIC: 0.5})
     # Freezing more layers than the model has leaves nothing to train: AdamW refuses.
     result = await asyncio.to_thread(
         _finetune_embedding_model_one_step_hyperopt,

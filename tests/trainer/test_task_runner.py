@@ -12,6 +12,7 @@ from schemas import ModelReadyEvent, TaskStatus, decode
 from schemas.topics import MODELS, STATUS
 from tests.conftest import read_topic
 from tests.trainer.conftest import experiment_of, frozen_batch
+from trainer.evaluation import MAIN_METRIC
 from trainer.model_source import weights_sha256
 from trainer.task_runner import TaskRunner
 
@@ -49,12 +50,12 @@ async def test_a_task_produces_a_champion_and_one_model_ready(
     from pathlib import Path
 
     assert weights_sha256(Path(local)) == event.artifact_sha256
-    assert event.metrics.tuned["ndcg@10"] > event.metrics.baseline["ndcg@10"]
+    assert event.metrics.tuned[MAIN_METRIC] > event.metrics.baseline[MAIN_METRIC]
     # What the dashboard's best-metric panel plots: the champion against its baseline.
     method = event.fine_tuning_method
     gauges = runner.metrics
-    assert gauges.best_metric.labels(method)._value.get() == event.metrics.tuned["ndcg@10"]
-    assert gauges.baseline_metric.labels(method)._value.get() == event.metrics.baseline["ndcg@10"]
+    assert gauges.best_metric.labels(method)._value.get() == event.metrics.tuned[MAIN_METRIC]
+    assert gauges.baseline_metric.labels(method)._value.get() == event.metrics.baseline[MAIN_METRIC]
     [published] = await read_topic(s, MODELS, 1)
     assert decode(MODELS, published.value) == ModelReadyEvent.model_validate_json(
         event.model_dump_json()
@@ -78,7 +79,7 @@ async def test_no_improvement_means_done_without_a_model(
         outcome = await TaskRunner(s, redis_client, publisher).run(record.task_event())
     assert outcome is not None and outcome.model_ready is None
     assert outcome.status is TaskStatus.DONE
-    assert outcome.detail.startswith("no improvement: ndcg@10")
+    assert outcome.detail.startswith(f"no improvement: {MAIN_METRIC}")
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     assert mlflow.MlflowClient().search_registered_models() == []
 
