@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,14 +24,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from consumer.keys import Keys
 from producer import synthetic
 from producer.broker import EmbeddedBroker, free_port
+from producer.event_publisher import EventPublisher
 from producer.kafka_config import consumer_kwargs
 from producer.settings import Settings
 from schemas.base import Event
 from schemas.clickstream import ClickEvent, IrrelevantEvent, SearchEvent
-from schemas.topics import TopicSpec
+from schemas.topics import DLQ, MODELS, STATUS, TASKS, TopicSpec
 from tests.consumer.conftest import (
     _drop_keys,  # noqa: F401  (the same key clean-up)
     _outbox_empty,
+    applied_records,
     dump_state,
     normalised,
     publish,
@@ -39,8 +42,9 @@ from tests.consumer.conftest import (
 )
 
 CLICKTUNE = str(Path(sys.executable).with_name("clicktune"))
-#: Short enough that a member killed with -9 hands its partitions over in seconds.
-SESSION_TIMEOUT_MS = 3000
+#: Short, so that a member killed with -9 hands its partitions over in seconds (one killed
+#: while it leads the group stalls the next join until its session expires).
+SESSION_TIMEOUT_MS = 2000
 _REPORTS = pytest.StashKey[list[str]]()
 
 
@@ -280,9 +284,52 @@ async def read_all(settings: Settings, spec: TopicSpec) -> list[ConsumerRecord[b
         await consumer.stop()
 
 
-async def sleep_unless(proc: subprocess.Popen[bytes], seconds: float) -> None:
-    """Wait ``seconds`` (the length of a fault), failing early if ``proc`` died."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        assert proc.poll() is None, f"process {proc.pid} exited with {proc.returncode}"
-        await asyncio.sleep(0.05)
+@dataclass
+class Reference:
+    """The clean run of a fault harness: one `clicktune consume` never disturbed, reading the
+    same records (same topics, so the same offsets) in its own group into its own keys, and
+    publishing its tasks, statuses and dead letters to topics of its own."""
+
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_reference(settings: Settings, cli_env: dict[str, str], log: Path) -> Reference:
+    ref = settings.model_copy(
+        update={
+            "redis_key_prefix": f"ref-{settings.redis_key_prefix}",
+            "consumer_group": f"{settings.consumer_group}-ref",
+        }
+    )
+    env = consume_env(ref, cli_env) | {
+        f"CLICKTUNE_TOPIC_{spec.key.upper()}": f"ref-{settings.topic(spec)}"
+        for spec in (TASKS, STATUS, MODELS, DLQ)
+    }
+    return Reference(ref, start_consumer(env, log), log)
+
+
+async def publish_paced(
+    settings: Settings, events: list[Event], seconds: float, sent: list[int] | None = None
+) -> None:
+    """Publish ``events`` in order, spread over about ``seconds`` (one producer: the same
+    partitions and offsets as any other run over them); ``sent[0]`` counts them."""
+    chunk = max(1, len(events) // int(seconds * 4))
+    async with EventPublisher(settings) as publisher:
+        began = time.monotonic()
+        for i in range(0, len(events), chunk):
+            for event in events[i : i + chunk]:
+                await publisher.send(event)
+            await publisher.flush()
+            done = min(len(events), i + chunk)
+            if sent is not None:
+                sent[0] = done
+            await asyncio.sleep(max(0.0, began + seconds * done / len(events) - time.monotonic()))
+
+
+async def applied_at_least(client: aioredis.Redis, settings: Settings, n: int) -> bool:
+    return await applied_records(client, settings) >= n
+
+
+async def key_exists(client: aioredis.Redis, key: str) -> bool:
+    return bool(await client.exists(key))
