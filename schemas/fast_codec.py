@@ -275,6 +275,10 @@ def compile_model(model: type[Event]) -> _Compiled:
     )
 
 
+class _NoMessage(FastEvent, tag="\x00no message"):
+    """A union member no valid message matches (see :class:`FastDecoder`)."""
+
+
 class FastDecoder:
     """Decodes the messages of one topic when they are valid; ``None`` means "ask pydantic".
 
@@ -285,7 +289,10 @@ class FastDecoder:
     def __init__(self, messages: Iterable[type[Event]]) -> None:
         compiled = [compile_model(m) for m in messages]
         self._by_struct = {c.struct: c for c in compiled}
-        union = Union[tuple(c.struct for c in compiled)]  # noqa: UP007
+        # msgspec requires the tag of a tagged-union member, but not of a lone struct: with
+        # one message type (the release topic) a message without "type" decoded. The
+        # sentinel makes every topic a union.
+        union = Union[(*(c.struct for c in compiled), _NoMessage)]
         self._decoder = msgspec.json.Decoder(union)
 
     def decode(self, raw: bytes, *, now: datetime | None = None) -> Any | None:
@@ -296,7 +303,9 @@ class FastDecoder:
             event = self._decoder.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # deep nesting too
             return None
-        compiled = self._by_struct[type(event)]
+        compiled = self._by_struct.get(type(event))
+        if compiled is None:  # the sentinel's tag
+            return None
         try:
             for name in compiled.to_dicts:
                 setattr(event, name, msgspec.to_builtins(getattr(event, name)))

@@ -226,3 +226,14 @@ def test_every_verdict_was_reached() -> None:
     if len(SEEN) > 2:
         assert {"undecodable", "schema", "unknown_type", "wrong_topic"} <= set(SEEN)
     assert math.isfinite(len(HEADERS))
+
+
+def test_a_message_without_type_is_refused_on_every_topic() -> None:
+    """Found by the fuzzing above: the fast path decoded a release without "type" (msgspec
+    requires the tag of a union member, not of a lone struct, and the release topic has one
+    message type)."""
+    for spec in (CLICKSTREAM, RELEASE):
+        for model in spec.messages:
+            raw = _dumps({k: v for k, v in example_json(model).items() if k != "type"})
+            verdict = _both(spec, raw)
+            assert isinstance(verdict, InvalidEvent) and verdict.reason == "schema", model
