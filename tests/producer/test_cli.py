@@ -293,6 +293,22 @@ def test_unreachable_services_get_one_line_and_a_nonzero_exit(
     assert elapsed < within_s, f"{args}: {elapsed:.1f} s"
 
 
+@pytest.mark.parametrize("command", [["status"], ["consume"], ["-vv", "consume"]])
+def test_a_password_in_the_redis_url_is_never_printed(
+    command: list[str], cli_env: dict[str, str]
+) -> None:
+    env = {
+        **cli_env,
+        "CLICKTUNE_REDIS_URL": f"redis://clicktune:hunter2-in-url@127.0.0.1:{free_port()}/0",
+        "CLICKTUNE_STARTUP_TIMEOUT_S": "2",
+        "CLICKTUNE_METRICS_PORT": "0",
+    }
+    result = run(command, env)
+    assert result.returncode == 1
+    assert "cannot reach Redis" in result.stderr or "not started" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
 def test_consume_stops_on_sigterm_while_waiting_for_its_services(cli_env: dict[str, str]) -> None:
     """Start-up waits for Redis and Kafka, but a signal ends the wait (it used to be ignored
     until both answered)."""
