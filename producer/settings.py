@@ -254,6 +254,12 @@ class Settings(BaseSettings):
         default=0.2, gt=0, lt=1, description="Share of queries held out for evaluation."
     )
     trainer_group: str = Field(default="trainers", description="Consumer group of trainers.")
+    trainer_lease_s: int = Field(
+        default=60,
+        ge=2,
+        description="A running task's claim, renewed every second: a task whose worker died "
+        "(kill -9, lost host) is resumed by a live or restarted worker once it lapses.",
+    )
     trainer_metrics_port: int = Field(
         default=9401, ge=0, le=65535, description="Metrics/probes port of `clicktune train`."
     )

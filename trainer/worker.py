@@ -5,11 +5,14 @@ consumer's poll loop is never held hostage: a task's offset is committed once th
 known to Redis (the consumer wrote its record), the search runs in a thread, and the poll
 loop keeps going with the partitions paused, so the group membership stays alive. Tasks
 that were ``processing`` when a worker died are found in Redis at start-up and resumed
-(their finished runs are not trained again: runs are named by their parameters' digest).
+(their finished runs are not trained again: runs are named by their parameters' digest);
+running workers look for them again every half lease, so a worker killed mid-task and
+restarted at once resumes its task as soon as the dead worker's lease lapses.
 """
 
 import asyncio
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -29,7 +32,6 @@ from trainer.metrics_export import TrainerMetrics
 from trainer.task_runner import TaskRunner
 
 log = logging.getLogger(__name__)
-LEASE_S = 60
 
 
 class TrainerWorker:
@@ -78,8 +80,15 @@ class TrainerWorker:
     async def run(self) -> None:
         try:
             await self._recover()
+            # A task whose worker was killed keeps that worker's lease for a while: a worker
+            # restarted at once finds it still claimed, so the search looks again.
+            every = self.settings.trainer_lease_s / 2
+            due = time.monotonic() + every
             while not self._stopping.is_set():
                 await self._poll()
+                if time.monotonic() >= due and not self._stopping.is_set():
+                    await self._recover()
+                    due = time.monotonic() + every
         finally:
             await self.close()
 
@@ -115,7 +124,8 @@ class TrainerWorker:
     async def _run_while_polling(self, task: TaskEvent) -> None:
         assert self.consumer is not None
         key = Keys(self.settings.redis_key_prefix).task(task.task_id) + ":lease"
-        if not await self.redis.set(key, "1", nx=True, ex=LEASE_S):
+        lease_s = self.settings.trainer_lease_s
+        if not await self.redis.set(key, "1", nx=True, ex=lease_s):
             log.info("task %s is being run by another worker", task.task_id)
             return
         job = asyncio.create_task(self.runner.run(task))
@@ -127,7 +137,7 @@ class TrainerWorker:
                 extra = await self.consumer.getmany(timeout_ms=1000)
                 for tp, records in extra.items():  # newly assigned, not paused yet
                     self.consumer.seek(tp, records[0].offset)
-                await self.redis.expire(key, LEASE_S)
+                await self.redis.expire(key, lease_s)
             await job
             self.tasks_done += 1
             if self.max_tasks is not None and self.tasks_done >= self.max_tasks:
