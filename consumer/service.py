@@ -237,8 +237,27 @@ class ClickstreamConsumer:
             self._set_healthy("kafka", False, exc)
             await asyncio.sleep(self.settings.retry_backoff_max_s / 5)
             return {}
-        self._set_healthy("kafka", True)
+        if batches:
+            self._set_healthy("kafka", True)
+            return batches
+        # The client retries a lost broker by itself and a poll just comes back empty, so
+        # an empty poll is checked against the fetch answers (they come every fetch wait,
+        # half a second, records or not, once the client has nothing buffered).
+        silent = self._fetch_silence_s()
+        if silent is not None:
+            if silent > max(5.0, self.settings.consumer_session_timeout_ms / 1000):
+                self._set_healthy("kafka", False, f"no fetch answered for {silent:.0f} s")
+            else:
+                self._set_healthy("kafka", True)
         return batches
+
+    def _fetch_silence_s(self) -> float | None:
+        """Seconds since the newest fetch answer for an owned partition (None: no partition
+        has had one, e.g. while the group rebalances)."""
+        assert self.consumer is not None
+        stamps = [self.consumer.last_poll_timestamp(tp) for tp in self.consumer.assignment()]
+        known = [t for t in stamps if t is not None]
+        return max(0.0, time.time() - max(known) / 1000) if known else None
 
     async def _forget_restarted_logs(self, prepared: list[Prepared]) -> None:
         """Forget the offset mark of a partition whose log started over.
@@ -458,7 +477,9 @@ class ClickstreamConsumer:
 
     # --- outages -------------------------------------------------------------------------
 
-    def _set_healthy(self, dependency: str, ok: bool, exc: BaseException | None = None) -> None:
+    def _set_healthy(
+        self, dependency: str, ok: bool, exc: BaseException | str | None = None
+    ) -> None:
         was = self._healthy[dependency]
         self._healthy[dependency] = ok
         if ok:

@@ -4,6 +4,8 @@ serving; nothing applied before the outage is lost or changed."""
 
 import asyncio
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,7 +18,7 @@ from schemas import ReleaseEvent
 from tests.consumer.conftest import _outbox_empty, dump_state, publish, running, wait_until
 from tests.reliability.conftest import clean_run, reliable, tally, traffic, without_marks
 
-OUTAGE_S = 3.0
+OUTAGE_S = 8.0
 
 
 async def test_broker_restarted_empty_mid_stream(
@@ -36,16 +38,22 @@ async def test_broker_restarted_empty_mid_stream(
     expected = await clean_run(s, redis_client, [before, [first], after, [second]])
     started = time.monotonic()
     async with running(s) as service:
+        assert service.health is not None
+        readyz = f"http://127.0.0.1:{service.health.port}/readyz"
         await publish(s, before)
         await publish(s, [first])
         await wait_until(lambda: _has(redis_client, keys.task("task-b000001")), 60, "task 1")
         await wait_until(lambda: _outbox_empty(redis_client, s), 30, "outbox")
         marks = {k.decode(): int(v) for k, v in (await redis_client.hgetall(keys.offsets)).items()}
         assert len(marks) == 7  # six clickstream partitions and the release partition
-        own_broker.stop()
+        await asyncio.to_thread(own_broker.stop)  # the consumer's loop goes on meanwhile
         down = time.monotonic()
-        await asyncio.sleep(OUTAGE_S)
-        own_broker.start()
+        await wait_until(lambda: _not_ready(service), 30, "not ready while the broker is down")
+        noticed = time.monotonic() - down
+        assert service.readiness() == (False, "kafka unavailable")
+        assert await _status(readyz) == 503
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down)))
+        await asyncio.to_thread(own_broker.start)
         outage = time.monotonic() - down
         # Fewer records per partition than before: offsets restart at 0, below the marks.
         await publish(s, after)  # a restarted producer creates the topics again
@@ -56,12 +64,14 @@ async def test_broker_restarted_empty_mid_stream(
         await wait_until(lambda: _has(redis_client, keys.task("task-b000002")), 60, "task 2")
         await wait_until(lambda: _outbox_empty(redis_client, s), 30, "outbox")
         assert service.readiness() == (True, "ready")
+        assert await _status(readyz) == 200
         resets = _counter(service, "log_resets")
     state = await dump_state(redis_client, s.redis_key_prefix, s.topic_prefix)
     got = without_marks(state)
     counts = tally(got, before + after)
     report(
-        f"broker outage: broker down {outage:.1f} s and back empty, {int(resets)} partition "
+        f"broker outage: broker down {outage:.1f} s (not ready after {noticed:.1f} s) and back "
+        f"empty, {int(resets)} partition "
         f"logs found restarted (marks forgotten), {counts.events} events ({len(before)} "
         f"records before, {len(after)} after), 2 releases, lost {counts.lost}, "
         f"double-applied {counts.doubled}, {time.monotonic() - started:.0f} s"
@@ -85,3 +95,18 @@ def _counter(service: Any, name: str) -> float:
 
 async def _resets(service: Any, n: int) -> bool:
     return _counter(service, "log_resets") >= n
+
+
+async def _not_ready(service: Any) -> bool:
+    return not service.readiness()[0]
+
+
+async def _status(url: str) -> int:
+    def get() -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    return await asyncio.to_thread(get)
