@@ -123,6 +123,8 @@ async def test_kill_9_mid_stream_then_restart_equals_a_clean_run(
         "CLICKTUNE_CONSUMER_GROUP": s.consumer_group,
         "CLICKTUNE_METRICS_PORT": "0",
         "CLICKTUNE_CONSUMER_MAX_RECORDS": "500",
+        # A killed member holds its partitions until its session expires (10 s by default).
+        "CLICKTUNE_CONSUMER_SESSION_TIMEOUT_MS": "2000",
     }
     rng = random.Random(1)
     kills = 0
