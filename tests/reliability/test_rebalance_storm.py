@@ -57,7 +57,7 @@ async def test_rebalance_storm_equals_a_clean_run(
     reference = start_reference(s, cli_env, tmp_path / "reference.log")
     processes.append(reference.proc)
     env = consume_env(s, cli_env)
-    logs = [tmp_path / f"consumer-{i}.log" for i in range(SLOTS)]
+    logs: list[Path] = [tmp_path / f"consumer-{i}.log" for i in range(SLOTS)]
     slots: list[subprocess.Popen[bytes] | None] = [None] * SLOTS
     publishing = asyncio.create_task(publish_paced(s, events, PUBLISH_S))
     rng = random.Random(52)
@@ -65,6 +65,7 @@ async def test_rebalance_storm_equals_a_clean_run(
     most = during = 0
 
     def join(i: int) -> None:
+        logs[i] = tmp_path / f"consumer-{sum(done.values())}.log"  # one per process
         slots[i] = start_consumer(env, logs[i])
         processes.append(slots[i])
         done["join"] += 1
@@ -79,6 +80,9 @@ async def test_rebalance_storm_equals_a_clean_run(
             i = rng.choice(running)
             proc, slots[i] = slots[i], None
             assert proc is not None
+            # A clean leave needs the signal handler, installed once the process is up
+            # (before that SIGTERM just ends it, having done nothing yet).
+            await wait_until(lambda i=i: _up(logs[i]), 60, "the consumer up")
             await asyncio.to_thread(terminate, proc, logs[i])
             done["SIGTERM"] += 1
         else:
@@ -126,3 +130,7 @@ async def test_rebalance_storm_equals_a_clean_run(
     assert during >= STEPS // 2
     tasks = [decode(TASKS, r.value) for r in await read_all(s, TASKS)]
     assert [t.task_id for t in tasks] == ["task-b000001"]
+
+
+async def _up(log: Path) -> bool:
+    return "metrics and probes" in await asyncio.to_thread(log.read_text)
