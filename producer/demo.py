@@ -255,11 +255,17 @@ async def _follow(s: Settings, console: Console) -> int:
     try:
         async with asyncio.timeout(1800), subscribe_model_ready(s, group_id=None) as ready:
             outcome = asyncio.create_task(anext(ready))
-            done, _ = await asyncio.wait(
-                {outcome, status_task}, return_when=asyncio.FIRST_COMPLETED
-            )
+            try:
+                done, _ = await asyncio.wait(
+                    {outcome, status_task}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                # Before the subscription closes under it (Ctrl-C): no orphaned task error.
+                if not outcome.done():
+                    outcome.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await outcome
             if outcome not in done:
-                outcome.cancel()
                 return 1 if status_task.result() == "error" else 0
             event = outcome.result()
     finally:

@@ -11,8 +11,8 @@ from producer.cli.errors import CliError
 
 def demo(
     ctx: typer.Context,
-    sessions: int = typer.Option(1500, min=50, max=100_000, help="Simulated search sessions."),
-    max_evals: int = typer.Option(4, min=1, help="Hyperopt trials."),
+    sessions: int = typer.Option(800, min=50, max=100_000, help="Simulated search sessions."),
+    max_evals: int = typer.Option(3, min=1, help="Hyperopt trials."),
     epochs: int = typer.Option(1, min=1, help="Epochs per trial."),
     keep_running: bool = typer.Option(False, help="Leave the services up afterwards."),
 ) -> int:
