@@ -23,6 +23,7 @@ from trainer.evaluation import MAIN_METRIC, evaluate
 from trainer.fine_tuner import EmbeddingsFineTuner, ItemsSets, QueryRetriever
 from trainer.params import FineTuningParams
 from trainer.ranking_data import RankingData
+from trainer.stages import StageClock, StageTimer
 from trainer.tracker import ExperimentsTracker
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class SearchContext:
     initial_model_path: str = ""
     trials_run: int = 0
     trials_failed: int = 0
+    #: Wall time per stage of the task (``trainer.stages``); trial n's are ``trial_<n>_*``.
+    stages: StageClock = field(default_factory=StageClock)
+    #: More Lightning callbacks for every trial's Trainer (profilers, benchmarks).
+    callbacks: list[lightning.Callback] = field(default_factory=list)
 
 
 def resolve_device(setting: str) -> str:
@@ -77,38 +82,42 @@ def _finetune_embedding_model_one_step(
 ) -> float:
     """Load the initial model from disk, fine-tune it with ``fine_tuning_params``, evaluate
     on the held-out sessions, keep it in MLflow if it is the best so far; return the quality
-    (the main metric)."""
+    (the main metric). Stages: ``trial_<n>_setup``, ``_train``, ``_eval``, ``_log_model``."""
     ctx = context or SearchContext(device=resolve_device(settings.device))
-    # The same parameters give the same run: a retried task reproduces its results.
-    lightning.seed_everything(int(fine_tuning_params.digest()[:8], 16), verbose=False)
-    model = SentenceTransformer(initial_model_path, device=ctx.device)
-    model.max_seq_length = settings.max_seq_length
-    module = EmbeddingsFineTuner.create(
-        model,
-        settings,
-        items_sets(ranking_data, fine_tuning_params),
-        query_retriever,
-        fine_tuning_params,
-        tracker,
-    )
-    cuda = ctx.device.startswith("cuda")
-    trainer = lightning.Trainer(
-        max_epochs=settings.epochs,
-        accelerator="gpu" if cuda else "cpu",
-        devices=1,
-        precision="bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
-    )
+    stage = f"trial_{ctx.trials_run}_"
+    with ctx.stages.time(f"{stage}setup"):
+        # The same parameters give the same run: a retried task reproduces its results.
+        lightning.seed_everything(int(fine_tuning_params.digest()[:8], 16), verbose=False)
+        model = SentenceTransformer(initial_model_path, device=ctx.device)
+        model.max_seq_length = settings.max_seq_length
+        module = EmbeddingsFineTuner.create(
+            model,
+            settings,
+            items_sets(ranking_data, fine_tuning_params),
+            query_retriever,
+            fine_tuning_params,
+            tracker,
+        )
+        cuda = ctx.device.startswith("cuda")
+        trainer = lightning.Trainer(
+            max_epochs=settings.epochs,
+            accelerator="gpu" if cuda else "cpu",
+            devices=1,
+            precision="bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true",
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            num_sanity_val_steps=0,
+            callbacks=[StageTimer(ctx.stages, stage), *ctx.callbacks],
+        )
     try:
         trainer.fit(module)
         quality = module.quality
         run_id = tracker._run_id
         if run_id is not None and math.isfinite(quality):
-            tracker.keep_if_best(run_id, quality, fine_tuning_params, model)
+            with ctx.stages.time(f"{stage}log_model"):
+                tracker.keep_if_best(run_id, quality, fine_tuning_params, model)
         return quality
     finally:
         del trainer, module, model
@@ -139,13 +148,16 @@ def _finetune_embedding_model_one_step_hyperopt(
         log.warning("trial with %s refused: %s", hyperopt_params, exc)
         ctx.trials_failed += 1
         return {"status": STATUS_FAIL, "error": str(exc)}
-    done = tracker.finished_quality(params)
+    with ctx.stages.time("mlflow"):
+        done = tracker.finished_quality(params)
     if done is not None:  # a retried task: this run already finished
         log.info("run %s already finished: quality %.4f", params.digest(), done)
         return {"loss": -done, "status": STATUS_OK, "quality": done}
     started = time.perf_counter()
-    tracker.start_run(params, ctx.baseline)
     ctx.trials_run += 1
+    n = ctx.trials_run
+    with ctx.stages.time(f"trial_{n}_mlflow"):
+        tracker.start_run(params, ctx.baseline)
     try:
         quality = _finetune_embedding_model_one_step(
             initial_model_path, settings, ranking_data, query_retriever, params, tracker, ctx
@@ -154,12 +166,16 @@ def _finetune_embedding_model_one_step_hyperopt(
             raise ValueError(f"quality is {quality}")
     except Exception as exc:
         log.warning("trial %s failed: %s", params.digest(), exc)
-        tracker.end_run(None, error=f"{type(exc).__name__}: {exc}")
+        with ctx.stages.time(f"trial_{n}_mlflow"):
+            tracker.end_run(
+                None, error=f"{type(exc).__name__}: {exc}", stages=ctx.stages.of_trial(n)
+            )
         ctx.trials_failed += 1
         if ctx.on_trial:
             ctx.on_trial(params, None, time.perf_counter() - started)
         return {"status": STATUS_FAIL, "error": str(exc)}
-    tracker.end_run(quality)
+    with ctx.stages.time(f"trial_{n}_mlflow"):
+        tracker.end_run(quality, stages=ctx.stages.of_trial(n))
     if ctx.on_trial:
         ctx.on_trial(params, quality, time.perf_counter() - started)
     return {"loss": -quality, "status": STATUS_OK, "quality": quality}
@@ -187,12 +203,14 @@ def finetune_embedding_model(
     TPE search over the values those sets use.
     """
     ctx = context or SearchContext(device=resolve_device(settings.device))
-    tracker.start_iteration()
+    with ctx.stages.time("mlflow"):
+        tracker.start_iteration()
     model_path = initial_model_path or ctx.initial_model_path
     if not ctx.baseline:
-        ctx.baseline = baseline_metrics(
-            model_path, settings, ranking_data, query_retriever, ctx.device
-        )
+        with ctx.stages.time("baseline"):
+            ctx.baseline = baseline_metrics(
+                model_path, settings, ranking_data, query_retriever, ctx.device
+            )
     log.info(
         "iteration %s: baseline %s=%.4f",
         iteration,
@@ -205,7 +223,8 @@ def finetune_embedding_model(
             model_path, settings, ranking_data, query_retriever, hyperopt_params, tracker, ctx
         )
 
-    top = tracker.previous_top_params(settings.top_n_params)
+    with ctx.stages.time("mlflow"):
+        top = tracker.previous_top_params(settings.top_n_params)
     if not top:
         grid, evals = initial_params, initial_max_evals
     else:

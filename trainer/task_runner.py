@@ -6,6 +6,9 @@
 4. the hyperopt search (``trainer.search``);
 5. a model that beats the baseline by ``min_improvement`` becomes champion and one
    ``model_ready`` event is published; the task ends ``done`` (or ``error``/``canceled``).
+
+Each stage's wall time is recorded (``trainer.stages``): on the iteration's MLflow experiment,
+in each trial's run, in the final status detail and in :attr:`Outcome.stage_seconds`.
 """
 
 import asyncio
@@ -13,7 +16,7 @@ import logging
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from trainer.search import (
     finetune_embedding_model,
     resolve_device,
 )
+from trainer.stages import StageClock
 from trainer.tracker import ExperimentsTracker
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,8 @@ class Outcome:
     status: TaskStatus
     detail: str
     model_ready: ModelReadyEvent | None = None
+    #: Wall seconds by stage (``trainer.stages``), in the order the stages ran.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class TaskRunner:
@@ -102,15 +108,17 @@ class TaskRunner:
                 await asyncio.sleep(1.0)
 
         watcher = asyncio.create_task(poll_cancel())
+        stages = StageClock()
         try:
-            data = await load_ranking_data(
-                self.redis,
-                self.settings.redis_key_prefix,
-                task.batch_id,
-                test_fraction=self.settings.test_fraction,
-            )
+            with stages.time("read_batch"):
+                data = await load_ranking_data(
+                    self.redis,
+                    self.settings.redis_key_prefix,
+                    task.batch_id,
+                    test_fraction=self.settings.test_fraction,
+                )
             log.info("task %s: %s", task.task_id, data.stats)
-            outcome = await asyncio.to_thread(self._search, task, data, canceled.is_set)
+            outcome = await asyncio.to_thread(self._search, task, data, canceled.is_set, stages)
         except Canceled:
             outcome = Outcome(TaskStatus.CANCELED, "canceled at a trial boundary")
         except Interrupted:
@@ -123,6 +131,9 @@ class TaskRunner:
         finally:
             canceled.set()
             await watcher
+        outcome.stage_seconds = dict(stages.seconds)
+        if stages.seconds:
+            log.info("task %s stages: %s", task.task_id, stages.seconds)
         ready = outcome.model_ready
         if ready is not None:
             await self.publisher.publish(ready)
@@ -149,26 +160,32 @@ class TaskRunner:
             "trial %s (%s): %s in %.1f s", params.digest(), params.model_dump(), shown, seconds
         )
 
-    def _search(self, task: TaskEvent, data, is_canceled) -> Outcome:
+    def _search(
+        self, task: TaskEvent, data, is_canceled, stages: StageClock | None = None
+    ) -> Outcome:
         offline()
         s = self.settings
+        stages = stages if stages is not None else StageClock()
         model_name = f"{s.model_name_prefix}{task.fine_tuning_method}"
-        tracker = ExperimentsTracker(
-            s.mlflow_tracking_uri,
-            model_name,
-            task.fine_tuning_method,
-            task.task_id,
-            instance=task.created_at.strftime("%Y%m%dT%H%M%S.%fZ"),
-        )
+        with stages.time("mlflow"):
+            tracker = ExperimentsTracker(
+                s.mlflow_tracking_uri,
+                model_name,
+                task.fine_tuning_method,
+                task.task_id,
+                instance=task.created_at.strftime("%Y%m%dT%H%M%S.%fZ"),
+            )
         if not data.train or not data.test:
             return Outcome(TaskStatus.DONE, f"not enough sessions to train: {data.stats}")
         work = Path(s.work_dir) / task.task_id
         work.mkdir(parents=True, exist_ok=True)
         try:
-            champion = tracker.champion_uri()
+            with stages.time("mlflow"):
+                champion = tracker.champion_uri()
             if champion is not None:
                 initial = work / "initial"
-                mlflow.sentence_transformers.load_model(champion).save(str(initial))
+                with stages.time("load_model"):
+                    mlflow.sentence_transformers.load_model(champion).save(str(initial))
                 base = champion
             else:
                 initial = Path(base_model_path(s.base_model))
@@ -179,6 +196,7 @@ class TaskRunner:
                 is_interrupted=self.stop_requested.is_set,
                 initial_model_path=str(initial),
                 on_trial=self._trial_done,
+                stages=stages,
             )
             quality = finetune_embedding_model(
                 task.task_id,
@@ -194,20 +212,27 @@ class TaskRunner:
             if tracker.best is None:
                 return Outcome(TaskStatus.ERROR, f"all {ctx.trials_run} trials failed")
             if quality < baseline + s.min_improvement:
-                tracker.finish_iteration()
+                with stages.time("mlflow"):
+                    tracker.finish_iteration()
                 return Outcome(
                     TaskStatus.DONE,
                     f"no improvement: {MAIN_METRIC} {quality:.4f} vs baseline "
-                    f"{baseline:.4f} (needs +{s.min_improvement})",
+                    f"{baseline:.4f} (needs +{s.min_improvement}); {stages.summary()}",
                 )
-            version, uri = tracker.register_best(
-                {"task_id": task.task_id, "batch_id": task.batch_id}
-            )
-            local = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(work / "final"))
-            )
-            metrics = tracker.best_metrics()
-            model = mlflow.sentence_transformers.load_model(str(local))  # already downloaded
+            with stages.time("register"):
+                version, uri = tracker.register_best(
+                    {"task_id": task.task_id, "batch_id": task.batch_id}
+                )
+            with stages.time("fetch_model"):
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri, dst_path=str(work / "final")
+                    )
+                )
+                model = mlflow.sentence_transformers.load_model(str(local))  # downloaded
+                sha256 = weights_sha256(local)
+            with stages.time("mlflow"):
+                metrics = tracker.best_metrics()
             event = ModelReadyEvent.create(
                 event_id=f"{task.task_id}:model_ready",
                 task_id=task.task_id,
@@ -216,18 +241,24 @@ class TaskRunner:
                 model_name=model_name,
                 model_version=version,
                 model_uri=uri,
-                artifact_sha256=weights_sha256(local),
+                artifact_sha256=sha256,
                 embedding_dim=int(model.get_sentence_embedding_dimension() or 0),
                 base_model=str(base),
                 metrics={"baseline": ctx.baseline, "tuned": metrics},
                 mlflow_run_id=tracker.best.run_id,
                 created_at=datetime.now(UTC),
             )
-            tracker.finish_iteration()
+            with stages.time("mlflow"):
+                tracker.finish_iteration()
             return Outcome(
                 TaskStatus.DONE,
-                f"champion {model_name} v{version}: {MAIN_METRIC} {baseline:.4f} -> {quality:.4f}",
+                f"champion {model_name} v{version}: {MAIN_METRIC} {baseline:.4f} -> "
+                f"{quality:.4f}; {stages.summary()}",
                 event,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            try:  # what happened so far, also when the task failed or was canceled
+                tracker.log_stages(stages)
+            except Exception as exc:
+                log.warning("task %s: stage timings not logged: %s", task.task_id, exc)

@@ -23,11 +23,14 @@ from mlflow.entities import ViewType
 from sentence_transformers import SentenceTransformer
 
 from trainer.params import FineTuningParams
+from trainer.stages import StageClock
 
 log = logging.getLogger(__name__)
 METHOD_TAG = "clicktune.method"
 TASK_TAG = "clicktune.task_id"
 STATUS_TAG = "clicktune.trial_status"
+#: The task's stage timings (JSON, seconds by stage) on the iteration's experiment.
+STAGES_TAG = "clicktune.stage_seconds"
 CHAMPION = "champion"
 
 
@@ -153,8 +156,17 @@ class ExperimentsTracker:
             if math.isfinite(value):
                 self.client.log_metric(self._run_id, mlflow_name(key), value, step=epoch)
 
-    def end_run(self, quality: float | None, error: str | None = None) -> None:
+    def end_run(
+        self,
+        quality: float | None,
+        error: str | None = None,
+        stages: dict[str, float] | None = None,
+    ) -> None:
+        """Close the run; ``stages`` (the trial's seconds by stage) are logged as metrics
+        ``stage_<name>_s``."""
         assert self._run_id is not None
+        for name, seconds in (stages or {}).items():
+            self.client.log_metric(self._run_id, f"stage_{name}_s", seconds)
         if error is None and quality is not None:
             self.client.log_metric(self._run_id, "quality", quality)
             self.client.set_tag(self._run_id, STATUS_TAG, "ok")
@@ -208,8 +220,22 @@ class ExperimentsTracker:
         return {
             metric_name(k): float(v)
             for k, v in logged.items()
-            if not k.startswith("baseline_") and k not in ("quality", "val_loss")
+            if not k.startswith(("baseline_", "stage_")) and k not in ("quality", "val_loss")
         }
+
+    def log_stages(self, stages: StageClock) -> None:
+        """The task's seconds by stage on the iteration's experiment (what the task is in
+        MLflow), as one JSON tag: ``{"task": {stage: s}, "trials": {kind: s summed over
+        trials}, "trial_count": n}``. Each trial's own stages are its run's ``stage_*_s``
+        metrics (a tag holds 5,000 characters; a search can have a hundred trials)."""
+        if self.experiment_id is None:
+            return
+        value = {
+            "task": {k: round(v, 3) for k, v in stages.outside_trials().items()},
+            "trials": {k: round(v, 3) for k, v in stages.trials_total().items()},
+            "trial_count": len(stages.trials()),
+        }
+        self.client.set_experiment_tag(self.experiment_id, STAGES_TAG, json.dumps(value))
 
     def register_best(self, tags: dict[str, Any]) -> tuple[str, str]:
         """Register the best model as the method's champion; return (version, model URI)."""
