@@ -4,6 +4,7 @@ hyperopt minimises, and every metric here is "higher is better", so trials repor
 ``loss = -quality``.
 """
 
+import copy
 import gc
 import logging
 import math
@@ -20,10 +21,17 @@ from sentence_transformers import SentenceTransformer
 
 from producer.settings import Settings
 from trainer.evaluation import MAIN_METRIC, evaluate
-from trainer.fine_tuner import EmbeddingsFineTuner, ItemsSets, QueryRetriever
+from trainer.fine_tuner import (
+    EmbeddingsFineTuner,
+    ItemsSets,
+    QueryRetriever,
+    Tokens,
+    encode_texts,
+)
 from trainer.params import FineTuningParams
 from trainer.ranking_data import RankingData
 from trainer.stages import StageClock, StageTimer
+from trainer.token_cache import TokenCache
 from trainer.tracker import ExperimentsTracker
 
 log = logging.getLogger(__name__)
@@ -54,12 +62,62 @@ class SearchContext:
     stages: StageClock = field(default_factory=StageClock)
     #: More Lightning callbacks for every trial's Trainer (profilers, benchmarks).
     callbacks: list[lightning.Callback] = field(default_factory=list)
+    #: Token ids of the task's texts, tokenised once for all trials (see ``prepare``).
+    token_cache: TokenCache | None = None
+    #: The initial model, loaded once per task: each trial trains a copy of it.
+    _models: dict[str, SentenceTransformer] = field(default_factory=dict)
+
+    def initial_model(self, path: str, settings: Settings) -> SentenceTransformer:
+        """The model at ``path``, read from disk on first use; callers must not train it."""
+        if path not in self._models:
+            with self.stages.time("load_model"):
+                model = SentenceTransformer(path, device=self.device)
+                model.max_seq_length = settings.max_seq_length
+                self._models[path] = model
+        return self._models[path]
+
+    def trial_model(self, path: str, settings: Settings) -> SentenceTransformer:
+        """A fresh copy of the initial model for one trial (its tokenizer is shared: it is
+        never changed), instead of reading the model from disk again."""
+        template = self.initial_model(path, settings)
+        return copy.deepcopy(template, {id(template.tokenizer): template.tokenizer})
 
 
 def resolve_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
+
+
+def lightning_device(device: str) -> dict[str, Any]:
+    """Lightning Trainer arguments for ``device`` ("cpu", "cuda", "cuda:N"): that very GPU,
+    with bf16 autocast where the GPU has it (Ampere and later); fp32 elsewhere."""
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        bf16 = torch.cuda.is_bf16_supported()
+        return {
+            "accelerator": "gpu",
+            "devices": [index],
+            "precision": "bf16-mixed" if bf16 else "32-true",
+        }
+    return {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+
+
+def prepare(
+    ctx: SearchContext,
+    model_path: str,
+    settings: Settings,
+    data: RankingData,
+    query_retriever: QueryRetriever,
+) -> TokenCache:
+    """Tokenise every query and item text of the task once (``build_data``): trials, epochs
+    and evaluations slice their batches from this cache."""
+    if ctx.token_cache is None:
+        model = ctx.initial_model(model_path, settings)
+        with ctx.stages.time("build_data"):
+            queries = {query_retriever(s.query) for s in (*data.train, *data.test)}
+            ctx.token_cache = TokenCache(model, [*data.items.values(), *sorted(queries)])
+    return ctx.token_cache
 
 
 def items_sets(data: RankingData, params: FineTuningParams) -> ItemsSets:
@@ -80,16 +138,16 @@ def _finetune_embedding_model_one_step(
     tracker: ExperimentsTracker,
     context: SearchContext | None = None,
 ) -> float:
-    """Load the initial model from disk, fine-tune it with ``fine_tuning_params``, evaluate
-    on the held-out sessions, keep it in MLflow if it is the best so far; return the quality
-    (the main metric). Stages: ``trial_<n>_setup``, ``_train``, ``_eval``, ``_log_model``."""
+    """Fine-tune a copy of the initial model with ``fine_tuning_params``, evaluate on the
+    held-out sessions, keep it in MLflow if it is the best so far; return the quality (the
+    main metric). Stages: ``trial_<n>_setup``, ``_train``, ``_eval``, ``_log_model``."""
     ctx = context or SearchContext(device=resolve_device(settings.device))
+    cache = prepare(ctx, initial_model_path, settings, ranking_data, query_retriever)
     stage = f"trial_{ctx.trials_run}_"
     with ctx.stages.time(f"{stage}setup"):
         # The same parameters give the same run: a retried task reproduces its results.
         lightning.seed_everything(int(fine_tuning_params.digest()[:8], 16), verbose=False)
-        model = SentenceTransformer(initial_model_path, device=ctx.device)
-        model.max_seq_length = settings.max_seq_length
+        model = ctx.trial_model(initial_model_path, settings)
         module = EmbeddingsFineTuner.create(
             model,
             settings,
@@ -97,13 +155,12 @@ def _finetune_embedding_model_one_step(
             query_retriever,
             fine_tuning_params,
             tracker,
+            token_cache=cache,
         )
         cuda = ctx.device.startswith("cuda")
         trainer = lightning.Trainer(
             max_epochs=settings.epochs,
-            accelerator="gpu" if cuda else "cpu",
-            devices=1,
-            precision="bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true",
+            **lightning_device(ctx.device),
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
@@ -206,11 +263,11 @@ def finetune_embedding_model(
     with ctx.stages.time("mlflow"):
         tracker.start_iteration()
     model_path = initial_model_path or ctx.initial_model_path
+    prepare(ctx, model_path, settings, ranking_data, query_retriever)
     if not ctx.baseline:
-        with ctx.stages.time("baseline"):
-            ctx.baseline = baseline_metrics(
-                model_path, settings, ranking_data, query_retriever, ctx.device
-            )
+        ctx.baseline = baseline_metrics(
+            model_path, settings, ranking_data, query_retriever, ctx.device, context=ctx
+        )
     log.info(
         "iteration %s: baseline %s=%.4f",
         iteration,
@@ -264,25 +321,24 @@ def baseline_metrics(
     data: RankingData,
     query_retriever: QueryRetriever,
     device: str,
+    context: SearchContext | None = None,
 ) -> dict[str, float]:
-    model = SentenceTransformer(model_path, device=device)
-    model.max_seq_length = settings.max_seq_length
+    """The initial model's held-out metrics (stage ``baseline``); with a context, from the
+    model and the token cache the trials use."""
+    ctx = context or SearchContext(device=device)
+    model = ctx.initial_model(model_path, settings)
+    tokens = Tokens(model, ctx.token_cache)
+    with ctx.stages.time("baseline"):
 
-    def encode(texts: Any) -> torch.Tensor:
-        return model.encode(
-            list(texts),
-            convert_to_tensor=True,
-            normalize_embeddings=True,
-            batch_size=256,
-            show_progress_bar=False,
-        ).float()
+        def encode(texts: Any) -> torch.Tensor:
+            return encode_texts(model, list(texts), tokens)
 
-    def encode_queries(texts: Any) -> torch.Tensor:
-        return encode([query_retriever(t) for t in texts])
+        def encode_queries(texts: Any) -> torch.Tensor:
+            return encode([query_retriever(t) for t in texts])
 
-    return evaluate(
-        encode,
-        EmbeddingsFineTuner.preprocess_inputs(data.test),
-        data.items,
-        encode_queries=encode_queries,
-    )
+        return evaluate(
+            encode,
+            EmbeddingsFineTuner.preprocess_inputs(data.test),
+            data.items,
+            encode_queries=encode_queries,
+        )

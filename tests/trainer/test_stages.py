@@ -51,7 +51,7 @@ async def test_a_task_records_its_stages_in_mlflow_and_its_status(
         outcome = await TaskRunner(s, redis_client, publisher).run(record.task_event())
     assert outcome is not None and outcome.model_ready is not None, outcome
     stages = outcome.stage_seconds
-    for stage in ("read_batch", "baseline", "mlflow"):
+    for stage in ("read_batch", "load_model", "build_data", "baseline", "mlflow"):
         assert stages[stage] >= 0, stage
     for stage in ("setup", "train", "eval", "mlflow", "log_model"):
         assert stages[f"trial_1_{stage}"] > 0, stage
