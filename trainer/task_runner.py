@@ -42,7 +42,7 @@ from trainer.search import (
     resolve_device,
 )
 from trainer.stages import StageClock
-from trainer.tracker import ExperimentsTracker
+from trainer.tracker import ExperimentsTracker, embedding_dimension
 
 log = logging.getLogger(__name__)
 
@@ -224,13 +224,16 @@ class TaskRunner:
                     {"task_id": task.task_id, "batch_id": task.batch_id}
                 )
             with stages.time("fetch_model"):
+                # The digest is of the registered files themselves, as indexers will get them.
                 local = Path(
                     mlflow.artifacts.download_artifacts(
                         artifact_uri=uri, dst_path=str(work / "final")
                     )
                 )
-                model = mlflow.sentence_transformers.load_model(str(local))  # downloaded
                 sha256 = weights_sha256(local)
+                dim = tracker.best.embedding_dim
+                if dim is None:  # logged by an older version: ask the model itself
+                    dim = embedding_dimension(mlflow.sentence_transformers.load_model(str(local)))
             with stages.time("mlflow"):
                 metrics = tracker.best_metrics()
             event = ModelReadyEvent.create(
@@ -242,7 +245,7 @@ class TaskRunner:
                 model_version=version,
                 model_uri=uri,
                 artifact_sha256=sha256,
-                embedding_dim=int(model.get_sentence_embedding_dimension() or 0),
+                embedding_dim=dim,
                 base_model=str(base),
                 metrics={"baseline": ctx.baseline, "tuned": metrics},
                 mlflow_run_id=tracker.best.run_id,

@@ -14,12 +14,13 @@
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import ViewType
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from sentence_transformers import SentenceTransformer
 
 from trainer.params import FineTuningParams
@@ -31,6 +32,8 @@ TASK_TAG = "clicktune.task_id"
 STATUS_TAG = "clicktune.trial_status"
 #: The task's stage timings (JSON, seconds by stage) on the iteration's experiment.
 STAGES_TAG = "clicktune.stage_seconds"
+#: The logged model's embedding dimension, on the run that carries it.
+DIM_TAG = "clicktune.embedding_dim"
 CHAMPION = "champion"
 
 
@@ -43,12 +46,24 @@ def metric_name(logged: str) -> str:
     return logged.replace("_at_", "@")
 
 
+def embedding_dimension(model: SentenceTransformer) -> int:
+    # sentence-transformers 6 renamed the method (the old name warns); 5.x has the old only.
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get() or 0)
+
+
+def _metrics(values: dict[str, float], step: int = 0) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, step) for k, v in values.items() if math.isfinite(v)]
+
+
 @dataclass
 class Best:
     run_id: str
     quality: float
     params: FineTuningParams
     model_id: str | None = None
+    embedding_dim: int | None = None  # None: a run logged before the tag existed
 
 
 class ExperimentsTracker:
@@ -143,18 +158,20 @@ class ExperimentsTracker:
             },
         )
         self._run_id = run.info.run_id
-        for key, value in params.model_dump().items():
-            self.client.log_param(self._run_id, key, value)
-        for key, value in baseline.items():
-            self.client.log_metric(self._run_id, f"baseline_{mlflow_name(key)}", value)
+        # One request per batch of values, not one per value: each is a round trip to the
+        # tracking server (a transaction on sqlite).
+        self.client.log_batch(
+            self._run_id,
+            metrics=_metrics({f"baseline_{mlflow_name(k)}": v for k, v in baseline.items()}),
+            params=[Param(k, str(v)) for k, v in params.model_dump().items()],
+        )
         return self._run_id
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
         if self._run_id is None:
             return
-        for key, value in metrics.items():
-            if math.isfinite(value):
-                self.client.log_metric(self._run_id, mlflow_name(key), value, step=epoch)
+        named = {mlflow_name(k): v for k, v in metrics.items()}
+        self.client.log_batch(self._run_id, metrics=_metrics(named, step=epoch))
 
     def end_run(
         self,
@@ -165,16 +182,15 @@ class ExperimentsTracker:
         """Close the run; ``stages`` (the trial's seconds by stage) are logged as metrics
         ``stage_<name>_s``."""
         assert self._run_id is not None
-        for name, seconds in (stages or {}).items():
-            self.client.log_metric(self._run_id, f"stage_{name}_s", seconds)
+        values = {f"stage_{name}_s": seconds for name, seconds in (stages or {}).items()}
         if error is None and quality is not None:
-            self.client.log_metric(self._run_id, "quality", quality)
-            self.client.set_tag(self._run_id, STATUS_TAG, "ok")
-            self.client.set_terminated(self._run_id, "FINISHED")
+            values["quality"] = quality
+            tags, status = [RunTag(STATUS_TAG, "ok")], "FINISHED"
         else:
-            self.client.set_tag(self._run_id, STATUS_TAG, "failed")
-            self.client.set_tag(self._run_id, "clicktune.error", (error or "")[:4000])
-            self.client.set_terminated(self._run_id, "FAILED")
+            error_tag = RunTag("clicktune.error", (error or "")[:4000])
+            tags, status = [RunTag(STATUS_TAG, "failed"), error_tag], "FAILED"
+        self.client.log_batch(self._run_id, metrics=_metrics(values), tags=tags)
+        self.client.set_terminated(self._run_id, status)
         self._run_id = None
 
     # --- models --------------------------------------------------------------------------
@@ -185,8 +201,18 @@ class ExperimentsTracker:
         if self.best is not None and quality <= self.best.quality:
             return False
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.sentence_transformers.log_model(model, name="model")
-        previous, self.best = self.best, Best(run_id, quality, params, info.model_id)
+            # Given requirements, MLflow does not infer them: inferring loads the model in a
+            # fresh Python process to watch its imports, seconds to tens of seconds per
+            # logged model, and finds these same three packages.
+            info = mlflow.sentence_transformers.log_model(
+                model,
+                name="model",
+                pip_requirements=mlflow.sentence_transformers.get_default_pip_requirements(),
+            )
+        # Known now, from the model in memory: publishing needs no second load of the model.
+        dim = embedding_dimension(model)
+        self.client.set_tag(run_id, DIM_TAG, str(dim))
+        previous, self.best = self.best, Best(run_id, quality, params, info.model_id, dim)
         if previous is not None and previous.model_id:
             self.client.delete_logged_model(previous.model_id)
         log.info("new best run %s: quality %.4f", run_id, quality)
@@ -208,8 +234,13 @@ class ExperimentsTracker:
         for run in runs:
             if run.info.run_id in models:
                 params = FineTuningParams.model_validate_json(run.data.tags["clicktune.params"])
+                dim = run.data.tags.get(DIM_TAG)
                 return Best(
-                    run.info.run_id, run.data.metrics["quality"], params, models[run.info.run_id]
+                    run.info.run_id,
+                    run.data.metrics["quality"],
+                    params,
+                    models[run.info.run_id],
+                    int(dim) if dim else None,
                 )
         return None
 
