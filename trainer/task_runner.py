@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from consumer.tasks import TaskStore, finish_task
 from producer.event_publisher import EventPublisher
+from producer.model_fetch import load_model
 from producer.settings import Settings
 from schemas.model_ready import ModelReadyEvent
 from schemas.task import TaskEvent, TaskStatus
@@ -185,7 +186,12 @@ class TaskRunner:
             if champion is not None:
                 initial = work / "initial"
                 with stages.time("load_model"):
-                    mlflow.sentence_transformers.load_model(champion).save(str(initial))
+                    # Through the safetensors-only loader, like an indexer's fetch_model: a
+                    # tampered registry entry holding only pickles is refused, not unpickled.
+                    downloaded = mlflow.artifacts.download_artifacts(
+                        artifact_uri=champion, dst_path=str(work / "champion")
+                    )
+                    load_model(Path(downloaded)).save(str(initial))
                 base = champion
             else:
                 initial = Path(base_model_path(s.base_model))
