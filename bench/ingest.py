@@ -88,24 +88,25 @@ async def _consumer(settings: Settings, n: int) -> tuple[float, float]:
 
     service = ClickstreamConsumer(settings, serve_health=False)
     await service.start()
-    assert service.redis is not None
-    marks_key = f"{settings.redis_key_prefix}offsets"
+    checkpoint = service.checkpoint
 
-    async def applied() -> int:
-        marks = await service.redis.hgetall(marks_key)
-        return sum(int(v) + 1 for v in marks.values())
+    def applied_and_committed() -> tuple[int, bool]:
+        # The consumer's own bookkeeping, read in memory: polling Redis for the offset marks
+        # every few milliseconds cost the measured process ~4% of its CPU.
+        applied = sum(checkpoint.next_offset.values())
+        return applied, not checkpoint._uncommitted
 
     t0, cpu0 = None, 0.0
     start_count = 0
     runner = asyncio.create_task(service.run())
     try:
         while True:
-            done = await applied()
+            done, committed = applied_and_committed()
             if t0 is None and done:
                 t0, start_count, cpu0 = time.perf_counter(), done, _cpu_s()
-            if done >= n:
+            if done >= n and committed:
                 break
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.001)
         elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     finally:
         service.request_stop()

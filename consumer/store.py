@@ -32,6 +32,11 @@ class Outcome(IntEnum):
     SKIPPED = 5
 
 
+#: By value; a tuple lookup runs in C where ``Outcome(o)`` is a Python call per event.
+_OUTCOMES = tuple(Outcome)
+assert all(o.value == i for i, o in enumerate(_OUTCOMES))
+
+
 @dataclass(frozen=True)
 class Release:
     outcome: str  # created | duplicate | unknown_batch | empty
@@ -55,7 +60,7 @@ class ApplyResult:
         outcomes = data["outcomes"] or []
         releases = data["releases"] or []
         return cls(
-            outcomes=[Outcome(o) for o in outcomes],
+            outcomes=list(map(_OUTCOMES.__getitem__, outcomes)),
             releases=[Release(**r) for r in releases],
             open_batch=data["open_batch"],
             open_sessions=int(data["open_sessions"]),

@@ -6,9 +6,10 @@ on results, or marking the whole list irrelevant. Events of one session share it
 text so that searches may carry ids only.
 """
 
+from collections.abc import Sequence
 from itertools import repeat
-from operator import contains, itemgetter
-from typing import Annotated, Literal, NotRequired, Self
+from operator import attrgetter, contains, itemgetter, methodcaller
+from typing import Annotated, Any, Literal, NotRequired, Self
 
 from pydantic import ConfigDict, Field, model_validator, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
@@ -25,26 +26,81 @@ ItemText = Annotated[
 
 _ID = itemgetter("item_id")
 _RANK = itemgetter("rank")
-_ID_RANK = itemgetter("item_id", "rank")
-_ID_TEXT = itemgetter("item_id", "text")
+_ID_ATTR = attrgetter("item_id")
+_RANK_ATTR = attrgetter("rank")
+_TEXT_ATTR = attrgetter("text")
+_TEXT_GET = methodcaller("get", "text")
+
+# Results come in two shapes: plain dicts (pydantic validated a SearchResult TypedDict) and the
+# consumer's fast path's msgspec structs, whose absent optional keys read as None (an explicit
+# null is refused on the wire). The helpers below take either: they are on the consumer's
+# per-event path, so they work column-wise with map/itemgetter/attrgetter, which run in C.
 
 
-def ranked_pairs(results: list["SearchResult"]) -> list[tuple[str, int]]:
+def _is_dicts(results: Sequence[Any]) -> bool:
+    return type(results[0]) is dict
+
+
+def result_ids(results: Sequence[Any]) -> list[str]:
+    """The results' ``item_id`` s, in list order."""
+    if not results:
+        return []
+    return list(map(_ID if _is_dicts(results) else _ID_ATTR, results))
+
+
+def result_ranks(results: Sequence[Any]) -> list[int] | None:
+    """The results' ranks in list order; ``None`` when they carry none.
+
+    Raises ``ValueError`` when only some results carry a rank."""
+    if not results:
+        return None
+    if _is_dicts(results):
+        if "rank" not in results[0]:
+            if any(map(contains, results, repeat("rank"))):
+                raise ValueError("either every result has a rank or none has")
+            return None
+        try:
+            return list(map(_RANK, results))
+        except KeyError:
+            raise ValueError("either every result has a rank or none has") from None
+    ranks = list(map(_RANK_ATTR, results))
+    if None in ranks:
+        if any(r is not None for r in ranks):
+            raise ValueError("either every result has a rank or none has")
+        return None
+    return ranks
+
+
+def result_text_column(results: Sequence[Any]) -> list[str | None]:
+    """The results' texts in list order, None where a result carries none."""
+    if not results:
+        return []
+    if _is_dicts(results):
+        return list(map(_TEXT_GET, results))
+    return list(map(_TEXT_ATTR, results))
+
+
+def pair_ranks(ids: list[str], ranks: list[int] | None) -> list[tuple[str, int]]:
     """``(item_id, rank)`` in rank order (list order when ranks were left out)."""
-    if results and "rank" in results[0]:
-        # map + itemgetter run in C: this is on the consumer's per-event path.
-        pairs: list[tuple[str, int]] = list(map(_ID_RANK, results))
-        pairs.sort(key=itemgetter(1))  # linear when already in order, as usual
-        return pairs
-    return list(zip(map(_ID, results), range(1, len(results) + 1), strict=True))
+    if ranks is None:
+        return list(zip(ids, range(1, len(ids) + 1), strict=True))
+    pairs = list(zip(ids, ranks, strict=True))
+    pairs.sort(key=itemgetter(1))  # linear when already in order, as usual
+    return pairs
 
 
-def result_texts(results: list["SearchResult"]) -> dict[str, str]:
+def ranked_pairs(results: Sequence[Any]) -> list[tuple[str, int]]:
+    """``(item_id, rank)`` in rank order (list order when ranks were left out)."""
+    return pair_ranks(result_ids(results), result_ranks(results))
+
+
+def result_texts(results: Sequence[Any]) -> dict[str, str]:
     """``item_id -> text`` of the results that carry a text."""
-    try:
-        return dict(map(_ID_TEXT, results))
-    except KeyError:  # some results carry no text
-        return {r["item_id"]: r["text"] for r in results if "text" in r}
+    texts = result_text_column(results)
+    pairs = zip(result_ids(results), texts, strict=True)
+    if None not in texts:
+        return dict(pairs)
+    return {i: t for i, t in pairs if t is not None}
 
 
 # A TypedDict, not a model: a search carries up to 200 results, and validating plain dicts
@@ -79,18 +135,12 @@ class SearchEvent(Event):
     def _ranks_and_items_unique(self) -> Self:
         if not self.query.strip():
             raise ValueError("query is blank")
+        # Also run by the consumer's fast path on its msgspec struct (see the helpers above).
         results = self.results
-        # map/itemgetter/set run in C; this validator runs for every search the consumer reads.
-        if results and "rank" in results[0]:
-            try:
-                ranks = list(map(_RANK, results))
-            except KeyError:
-                raise ValueError("either every result has a rank or none has") from None
-            if len(set(ranks)) != len(ranks):
-                raise ValueError("result ranks must be unique")
-        elif any(map(contains, results, repeat("rank"))):
-            raise ValueError("either every result has a rank or none has")
-        if len(set(map(_ID, results))) != len(results):
+        ranks = result_ranks(results)
+        if ranks is not None and len(set(ranks)) != len(ranks):
+            raise ValueError("result ranks must be unique")
+        if len(set(result_ids(results))) != len(results):
             raise ValueError("an item_id appears twice in results")
         return self
 

@@ -107,6 +107,23 @@ def _fast(messages: tuple[type[Event], ...]) -> FastDecoder:
     return FastDecoder(messages)
 
 
+class FastTopicDecoder:
+    """:func:`decode_fast` bound to one topic: what a consumer holds per partition batch, so
+    the per-record call does no lookups."""
+
+    def __init__(self, spec: TopicSpec) -> None:
+        self.spec = spec
+        usable = bool(spec.messages) and not spec.raw
+        self._fast = _fast(spec.messages).decode if usable else None
+
+    def __call__(self, raw: bytes | None, *, now: datetime | None = None) -> Event | FastEvent:
+        if raw and self._fast is not None and len(raw) <= MAX_MESSAGE_BYTES:
+            event = self._fast(raw, now=now)
+            if event is not None:
+                return event
+        return decode(self.spec, raw, now=now)
+
+
 def decode_fast(
     spec: TopicSpec, raw: bytes | None, *, now: datetime | None = None
 ) -> Event | FastEvent:
@@ -117,11 +134,13 @@ def decode_fast(
     :mod:`schemas.fast_codec`); anything the fast path refuses goes through :func:`decode`,
     which raises :class:`InvalidEvent` with the precise reason.
     """
-    if raw and len(raw) <= MAX_MESSAGE_BYTES and spec.messages and not spec.raw:
-        event = _fast(spec.messages).decode(raw, now=now)
-        if event is not None:
-            return event
-    return decode(spec, raw, now=now)
+    return topic_decoder(spec)(raw, now=now)
+
+
+@cache
+def topic_decoder(spec: TopicSpec) -> FastTopicDecoder:
+    """The topic's :class:`FastTopicDecoder` (one per topic and process)."""
+    return FastTopicDecoder(spec)
 
 
 def encode(event: Event) -> bytes:
