@@ -301,13 +301,12 @@ def _rates(args: argparse.Namespace, data: RankingData) -> dict[str, Any]:
     from trainer.fine_tuner import identity_query
 
     ctx = search.SearchContext(device=args.device)
-    prepared_s = 0.0
     if hasattr(search, "prepare"):  # once per task, as finetune_embedding_model does
-        started = time.perf_counter()
         search.prepare(
             ctx, base_model_path("all-MiniLM-L6-v2"), _settings(args), data, identity_query
         )
-        prepared_s = time.perf_counter() - started
+    # Tokenising the task's texts: what the per-step tokenisation moved out of the loop.
+    prepared_s = ctx.stages.seconds.get("build_data", 0.0)
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "library": []}
     for i in range(args.repeat):
         for side in ("ours", "library") if i % 2 == 0 else ("library", "ours"):
@@ -398,6 +397,9 @@ def main() -> None:
         }
         for side in runs
     }
+    # Other work on a shared machine only ever slows a round down: each side's fastest round
+    # is its least disturbed one.
+    best = {side: max(r["rows_per_s"] for r in runs[side]) for side in runs}
     ratios = [
         o["rows_per_s"] / b["rows_per_s"]
         for o, b in zip(runs["ours"], runs["library"], strict=True)
@@ -420,6 +422,9 @@ def main() -> None:
         "library_rows_per_s": round(med["library"]["rows_per_s"], 2),
         "ratio": round(statistics.median(ratios), 3),
         "ratios_each_round": [round(r, 3) for r in ratios],
+        "clicktune_best_rows_per_s": round(best["ours"], 2),
+        "library_best_rows_per_s": round(best["library"], 2),
+        "ratio_of_best": round(best["ours"] / best["library"], 3),
         "clicktune_rows_per_s_with_tokenising": round(with_prepare, 2),
         "tokenise_once_s": round(rates["prepare_s"], 2),
         "clicktune_cpu_ms_per_row": round(med["ours"]["cpu_ms_per_row"], 1),
@@ -439,6 +444,8 @@ def main() -> None:
         "library rows/s": result["library_rows_per_s"],
         "ratio (median of rounds)": result["ratio"],
         "ratio each round": result["ratios_each_round"],
+        "best round ours/library rows/s": f"{best['ours']:.1f} / {best['library']:.1f}",
+        "ratio of best": result["ratio_of_best"],
         "clicktune rows/s incl. tokenising once": result["clicktune_rows_per_s_with_tokenising"],
         "CPU ms/row clicktune": result["clicktune_cpu_ms_per_row"],
         "CPU ms/row library": result["library_cpu_ms_per_row"],
