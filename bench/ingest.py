@@ -83,11 +83,14 @@ async def _bare(settings: Settings, n: int) -> tuple[float, float]:
     return n / elapsed, cpu / n
 
 
-async def _consumer(settings: Settings, n: int) -> tuple[float, float]:
+async def _consumer(settings: Settings, n: int, freeze: bool = True) -> tuple[float, float]:
+    from consumer.heap import freeze_startup_heap
     from consumer.service import ClickstreamConsumer
 
     service = ClickstreamConsumer(settings, serve_health=False)
     await service.start()
+    if freeze:
+        freeze_startup_heap()  # as `clicktune consume` does once started
     checkpoint = service.checkpoint
 
     def applied_and_committed() -> tuple[int, bool]:

@@ -23,6 +23,7 @@ def consume(
     ),
 ) -> int:
     """Read clickstream and releases into Redis session batches until SIGTERM or Ctrl-C."""
+    from consumer.heap import freeze_startup_heap
     from consumer.service import ClickstreamConsumer
 
     settings = settings_from(
@@ -60,6 +61,7 @@ def consume(
         except BaseException:
             await service.close()
             raise
+        freeze_startup_heap()  # this process is the consumer's alone
         if service.health is not None:
             typer.echo(
                 f"metrics and probes on http://{settings.metrics_host}:"
