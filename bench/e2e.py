@@ -1,6 +1,6 @@
 """End to end: seconds from a ``release`` event to ``model_ready``, split by stage.
 
-    python bench/e2e.py                          # 1,000 sessions (about 10 min on 2 CPU cores)
+    python bench/e2e.py                          # 1,000 sessions (about 4 min on 2 CPU cores)
     python bench/e2e.py --sessions 1000 10000    # both sizes of the issue (10k: see docs)
 
 For each size: an embedded broker, Redis (CLICKTUNE_REDIS_URL, default 127.0.0.1:6379), MLflow
