@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import mlflow  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from mlflow.entities import ViewType  # noqa: E402
+from redis_cleanup import drop_keys  # noqa: E402  (bench/, the script's own folder)
 
 from consumer.keys import Keys  # noqa: E402
 from consumer.service import ClickstreamConsumer  # noqa: E402
@@ -94,14 +95,6 @@ async def _wait_batched(s: Settings, sessions: int) -> None:
             await asyncio.sleep(0.2)
     finally:
         await client.aclose()
-
-
-async def _drop_keys(s: Settings) -> None:
-    client = aioredis.from_url(s.redis_url)
-    keys = [k async for k in client.scan_iter(f"{s.redis_key_prefix}*", count=1000)]
-    for i in range(0, len(keys), 1000):
-        await client.delete(*keys[i : i + 1000])
-    await client.aclose()
 
 
 def _stages_from_mlflow(s: Settings, task_id: str) -> dict[str, Any]:
@@ -172,7 +165,7 @@ async def run_size(broker: EmbeddedBroker, sessions: int, args: argparse.Namespa
             if not training.done():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(training, 60)
-            await _drop_keys(s)
+            await drop_keys(s.redis_url, s.redis_key_prefix)
     in_trainer = sum(stages["task"].values()) + sum(stages["trials_total"].values())
     return {
         "sessions": sessions,

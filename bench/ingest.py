@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer  # noqa: E402
+from redis_cleanup import drop_keys  # noqa: E402  (bench/, the script's own folder)
 
 from producer import synthetic  # noqa: E402
 from producer.broker import EmbeddedBroker  # noqa: E402
@@ -117,16 +118,6 @@ async def _consumer(settings: Settings, n: int, freeze: bool = True) -> tuple[fl
     return (n - start_count) / elapsed, cpu / (n - start_count)
 
 
-async def _drop_keys(settings: Settings) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(settings.redis_url)
-    keys = [k async for k in client.scan_iter(f"{settings.redis_key_prefix}*", count=1000)]
-    for i in range(0, len(keys), 1000):
-        await client.delete(*keys[i : i + 1000])
-    await client.aclose()
-
-
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -139,7 +130,7 @@ def _child(mode: str, bootstrap: str, prefix: str, n: int, run: str) -> None:
     rate, cpu_s = asyncio.run(_bare(settings, n) if mode == "bare" else _consumer(settings, n))
     cpu_us = cpu_s * 1e6
     if mode == "consumer":
-        asyncio.run(_drop_keys(settings))
+        asyncio.run(drop_keys(settings.redis_url, settings.redis_key_prefix))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
@@ -156,10 +147,11 @@ def _child(mode: str, bootstrap: str, prefix: str, n: int, run: str) -> None:
 def _measure(mode: str, bootstrap: str, prefix: str, n: int, run: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, bootstrap, prefix, str(n), str(run)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode != 0:
+        sys.exit(f"bench/ingest.py: the {mode} run failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -174,6 +166,11 @@ def main() -> None:
     )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    poll = Settings.model_fields["consumer_max_records"].default
+    if not args.child and min(args.sizes) < 2 * poll:
+        # The consumer's clock starts at its first applied poll: with fewer records there is
+        # nothing left to time.
+        parser.error(f"--sizes: each N must be at least {2 * poll} (two polls of {poll})")
     if args.child:
         mode, bootstrap, prefix, n, run = args.child
         _child(mode, bootstrap, prefix, int(n), run)
