@@ -1,7 +1,7 @@
 """Ingest throughput: the consumer against a bare aiokafka read loop, in one run.
 
     python bench/ingest.py                 # N = 20,000 and 80,000 events
-    python bench/ingest.py --sizes 5000    # quicker
+    python bench/ingest.py --sizes 10000   # quicker (N must span two polls)
 
 For each N it publishes N realistic events (a search with 10-50 results, then 0-3 clicks)
 to an embedded broker, then measures in fresh subprocesses:
