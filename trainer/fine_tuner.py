@@ -133,9 +133,11 @@ def pair_batch(
     positive_ids: Tensor,
     negative_ids: Tensor,
     weight: Tensor,
+    query_ids: Tensor | None = None,
 ) -> PairBatch:
     """Embeddings per pair from the embeddings of the distinct texts; absent items are
-    zeros (index -1 picks the zero row appended at the end)."""
+    zeros (index -1 picks the zero row appended at the end). Rows name their query by
+    ``query_ids`` (default: ``query_index``, the row of the distinct query)."""
     zero = query_emb.new_zeros(1, query_emb.shape[1])
     table = zero if item_emb is None else torch.cat([item_emb.to(query_emb.dtype), zero])
     return PairBatch(
@@ -145,6 +147,7 @@ def pair_batch(
         weight=weight.to(device=query_emb.device, dtype=query_emb.dtype),
         positive_ids=positive_ids,
         negative_ids=negative_ids,
+        query_ids=query_ids if query_ids is not None else query_index,
     )
 
 
@@ -274,7 +277,7 @@ class EmbeddingsFineTuner(lightning.LightningModule):
             tracker,
             step_size=p.step_size,
             gamma=p.gamma,
-            batch_size=settings.train_batch_size,
+            batch_size=p.batch_size or settings.train_batch_size,
             token_cache=token_cache,
         )
 
@@ -372,9 +375,7 @@ class EmbeddingsFineTuner(lightning.LightningModule):
                 lr=self.fine_tuning_params.learning_rate,
                 weight_decay=self.fine_tuning_params.weight_decay,
             )
-            scheduler = torch.optim.lr_scheduler.StepLR(
-                optimizer, step_size=self.step_size, gamma=self.gamma
-            )
+            scheduler = self._scheduler(optimizer)
             out.append(
                 {
                     "optimizer": optimizer,
@@ -382,6 +383,18 @@ class EmbeddingsFineTuner(lightning.LightningModule):
                 }
             )
         return out if len(out) > 1 else out[0]
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        p = self.fine_tuning_params
+        if p.schedule == "linear":
+            # transformers' own schedule, the one SentenceTransformerTrainer uses by default.
+            from transformers import get_linear_schedule_with_warmup
+
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            return get_linear_schedule_with_warmup(optimizer, int(p.warmup_ratio * total), total)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=self.step_size, gamma=self.gamma
+        )
 
     def training_step(self, batch: TokenBatch, batch_idx: int) -> Tensor:
         optimizers = self.optimizers()
@@ -392,7 +405,12 @@ class EmbeddingsFineTuner(lightning.LightningModule):
             optimizer.zero_grad()
         loss = self.loss_func(self._embed_batch(batch))
         self.manual_backward(loss)
+        clip = self.fine_tuning_params.max_grad_norm
         for optimizer in optimizers:
+            if clip > 0:
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm"
+                )
             optimizer.step()
         for scheduler in schedulers:
             scheduler.step()
@@ -430,13 +448,15 @@ class EmbeddingsFineTuner(lightning.LightningModule):
             )
 
         item_rows = [emb.item_row[items[i]] for i in item_ids]
+        query_rows = [emb.query_row[p.query] for p in pairs]
         batch = pair_batch(
-            emb.queries[[emb.query_row[p.query] for p in pairs]],
+            emb.queries[query_rows],
             emb.items[item_rows] if item_rows else None,
             torch.arange(len(pairs), device=emb.items.device),
             ids("positive"),
             ids("negative"),
             torch.tensor([p.weight for p in pairs]),
+            query_ids=torch.tensor(query_rows, device=emb.items.device),
         )
         loss = self.loss_func(batch).detach()
         self._val_losses.append(float(loss))

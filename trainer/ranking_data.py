@@ -4,7 +4,9 @@ For each session: the query, the shown results with ranks, the clicked items.
 - positives: clicked items;
 - negatives: shown but not clicked. A skip *above* a click (the user passed over it on the
   way to the click) weighs ``skip_above_weight`` times a skip below the last click;
-- a session marked irrelevant makes every shown result a negative (it has no positive);
+- a session marked irrelevant makes its shown results negatives (it has no positive), the
+  ``max_negatives`` highest-ranked of them: rows without a positive teach an in-batch loss
+  nothing themselves, and a batch full of them leaves few positives to learn from;
 - the split is by query (a query's sessions all go to train or all to test), decided by a
   hash of (batch id, normalised query): the same batch always splits the same way.
 """
@@ -66,10 +68,10 @@ class RankingData:
         out: list[Pair] = []
         for s in sessions:
             if s.irrelevant:
+                shown = [(item, rank) for item, rank in s.shown if item in self.items]
                 out.extend(
                     Pair(s.query, "", item, conf(rank))
-                    for item, rank in s.shown
-                    if item in self.items
+                    for item, rank in sorted(shown, key=lambda x: x[1])[:max_negatives]
                 )
                 continue
             positives = [(i, r) for i, r in s.shown if i in s.clicked and i in self.items]

@@ -28,7 +28,7 @@ from trainer.fine_tuner import (
     Tokens,
     encode_texts,
 )
-from trainer.params import FineTuningParams
+from trainer.params import FineTuningParams, warm_start
 from trainer.ranking_data import RankingData
 from trainer.stages import StageClock, StageTimer
 from trainer.token_cache import TokenCache
@@ -122,8 +122,16 @@ def prepare(
 
 def items_sets(data: RankingData, params: FineTuningParams) -> ItemsSets:
     return ItemsSets(
-        train=data.pairs(data.train, skip_above_weight=params.skip_above_weight),
-        test=data.pairs(data.test, skip_above_weight=params.skip_above_weight),
+        train=data.pairs(
+            data.train,
+            skip_above_weight=params.skip_above_weight,
+            max_negatives=params.hard_negatives,
+        ),
+        test=data.pairs(
+            data.test,
+            skip_above_weight=params.skip_above_weight,
+            max_negatives=params.hard_negatives,
+        ),
         test_sessions=data.test,
         items=data.items,
     )
@@ -256,7 +264,7 @@ def finetune_embedding_model(
     """Run one iteration's search; return the best run's quality (NaN if none finished).
 
     First iteration of a method: TPE over ``initial_params`` for ``initial_max_evals``
-    trials. Later iterations: the previous iteration's top-N parameter sets, then a smaller
+    trials, the first of them the default parameters (:func:`trainer.params.warm_start`). Later iterations: the previous iteration's top-N parameter sets, then a smaller
     TPE search over the values those sets use.
     """
     ctx = context or SearchContext(device=resolve_device(settings.device))
@@ -284,11 +292,13 @@ def finetune_embedding_model(
         top = tracker.previous_top_params(settings.top_n_params)
     if not top:
         grid, evals = initial_params, initial_max_evals
+        first = warm_start(grid)
     else:
         for params in top:
             objective({k: v for k, v in params.model_dump().items() if k in initial_params})
         grid = {name: sorted({getattr(p, name) for p in top}, key=str) for name in initial_params}
         evals = max(1, initial_max_evals // 4)
+        first = []
     try:
         fmin(
             objective,
@@ -298,6 +308,7 @@ def finetune_embedding_model(
             trials=Trials(),
             rstate=_rng(iteration),
             show_progressbar=False,
+            points_to_evaluate=first or None,
         )
     except AllTrialsFailed:
         log.warning("iteration %s: all %d trials failed", iteration, ctx.trials_failed)

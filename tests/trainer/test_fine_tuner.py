@@ -17,10 +17,15 @@ def model_path() -> str:
     return base_model_path("all-MiniLM-L6-v2")
 
 
-def _module(model, **kwargs) -> EmbeddingsFineTuner:
+def _module(model, params: FineTuningParams | None = None, **kwargs) -> EmbeddingsFineTuner:
     sets = ItemsSets([Pair("q", "a", "b", 1.0)], [], [], {"a": "lamp", "b": "chair"})
     return EmbeddingsFineTuner(
-        model, sets, identity_query, InBatchContrastiveLoss(), FineTuningParams(), **kwargs
+        model,
+        sets,
+        identity_query,
+        InBatchContrastiveLoss(),
+        params or FineTuningParams(schedule="step"),
+        **kwargs,
     )
 
 
@@ -80,3 +85,80 @@ def test_preprocess_inputs_fills_missing_ranks() -> None:
     s = Session("s", "q", (("a", 0), ("b", 2), ("c", None)), frozenset({"a"}))  # type: ignore[arg-type]
     [filled] = EmbeddingsFineTuner.preprocess_inputs([s])
     assert filled.shown == (("a", 1), ("b", 2), ("c", 3))
+
+
+def test_the_linear_schedule_warms_up_then_decays_to_zero(model_path: str) -> None:
+    import lightning
+
+    model = SentenceTransformer(model_path, device="cpu")
+    pairs = [Pair(f"q{i}", f"i{i}", "", 1.0) for i in range(8)]
+    sets = ItemsSets(pairs, [], [], {f"i{i}": f"item {i}" for i in range(8)})
+    params = FineTuningParams(schedule="linear", warmup_ratio=0.25, batch_size=2)
+    module = EmbeddingsFineTuner(
+        model, sets, identity_query, InBatchContrastiveLoss(), params, batch_size=2
+    )
+    rates: list[float] = []
+
+    class Record(lightning.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = lightning.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Record()],
+    )
+    trainer.fit(module)
+    # 8 steps: 2 of warm-up from 0, the peak, then down to 0 after the last step.
+    assert len(rates) == 8
+    assert rates[0] == 0.0 and rates[1] < rates[2] == pytest.approx(params.learning_rate)
+    assert all(a > b for a, b in zip(rates[2:], rates[3:], strict=False))
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 0.0
+
+
+def _fit(module: EmbeddingsFineTuner, callback: "lightning.Callback") -> "lightning.Trainer":
+    import lightning
+
+    trainer = lightning.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[callback],
+    )
+    trainer.fit(module)
+    return trainer
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 0.0])
+def test_gradients_are_clipped_to_the_max_norm(model_path: str, max_norm: float) -> None:
+    import lightning
+
+    model = SentenceTransformer(model_path, device="cpu")
+    pairs = [Pair(f"q{i}", f"i{i}", "", 1.0) for i in range(4)]
+    sets = ItemsSets(pairs, [], [], {f"i{i}": f"item {i}" for i in range(4)})
+    params = FineTuningParams(max_grad_norm=max_norm, batch_size=4)
+    module = EmbeddingsFineTuner(
+        model, sets, identity_query, InBatchContrastiveLoss(), params, batch_size=4
+    )
+    norms: list[float] = []
+
+    class Record(lightning.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            grads = [p.grad.norm() for p in pl_module.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack(grads))))
+
+    _fit(module, Record())
+    assert len(norms) == 2
+    if max_norm:
+        assert max(norms) <= max_norm * 1.01
+    else:  # unclipped, the same steps' gradients are far larger
+        assert min(norms) > 1e-2

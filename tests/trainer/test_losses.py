@@ -73,3 +73,21 @@ def test_a_repeated_clicked_item_is_never_its_own_negative() -> None:
     distinct = loss(_batch(q, p, n, [7, 6], [8, 9])).item()
     assert shared < distinct  # with the mask, the twin is not a competing candidate
     assert shared < 1e-3
+
+
+def test_another_click_for_the_same_query_is_not_a_negative() -> None:
+    # Rows 0 and 1 are one query with two different clicked items (6 and 7): each must not
+    # count against the other. Row 2 is another query: its click stays a negative of both.
+    q = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    n = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    loss = InBatchContrastiveLoss(scale=20.0)
+    batch = _batch(q, p, n, [6, 7, 8], [-1, -1, -1])
+    unmasked = loss(batch).item()
+    batch.query_ids = torch.tensor([0, 0, 1])
+    masked = loss(batch).item()
+    assert masked < unmasked
+    # With the sibling masked, rows 0 and 1 only compete with row 2's click (cosine 0 vs 1).
+    batch.positive = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    batch.positive_ids = torch.tensor([6, 7, 8])
+    assert loss(batch).item() < 1e-6

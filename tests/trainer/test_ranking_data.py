@@ -64,3 +64,21 @@ def test_each_positive_keeps_its_strongest_negatives() -> None:
     # Skips above the click, highest first, outweigh anything below it.
     assert [p.negative for p in pairs] == ["i1", "i2", "i3"]
     assert len(_data([s]).pairs([s], max_negatives=20)) == 9
+
+
+def test_no_hard_negatives_gives_one_row_per_click() -> None:
+    s = Session("s", "q", (("a", 1), ("b", 2), ("c", 3)), frozenset({"a", "c"}))
+    irrelevant = Session("t", "r", (("d", 1), ("e", 2)), frozenset(), irrelevant=True)
+    data = _data([s, irrelevant])
+    pairs = data.pairs([s, irrelevant], max_negatives=0)
+    assert sorted((p.query, p.positive, p.negative) for p in pairs) == [
+        ("q", "a", ""),
+        ("q", "c", ""),
+    ]
+
+
+def test_irrelevant_sessions_keep_their_top_ranked_negatives() -> None:
+    shown = tuple((f"i{r}", r) for r in (3, 1, 2, 4))
+    s = Session("s", "q", shown, frozenset(), irrelevant=True)
+    pairs = _data([s]).pairs([s], ConstantConfidence(), max_negatives=2)
+    assert [p.negative for p in pairs] == ["i1", "i2"]

@@ -14,7 +14,8 @@ class PairBatch:
     ``query``, ``positive``, ``negative``: (B, d) embeddings (rows without a positive or a
     negative hold zeros, see the masks). ``weight``: (B,) confidences. ``positive_ids``,
     ``negative_ids``: (B,) integer item ids, -1 where absent, so a loss can tell that two rows
-    share an item.
+    share an item. ``query_ids``: (B,) integer ids of the rows' queries (None: unknown), so
+    a loss can tell that two rows are the same query.
     """
 
     query: Tensor
@@ -23,6 +24,7 @@ class PairBatch:
     weight: Tensor
     positive_ids: Tensor
     negative_ids: Tensor
+    query_ids: Tensor | None = None
 
     @property
     def has_positive(self) -> Tensor:

@@ -6,8 +6,12 @@ the confidence-weighted cross-entropy of picking p_i:
 
     l_i = -log( exp(S_ii) / sum_j exp(S_ij) )
 
-Candidates that are the *same item* as p_i (a clicked item repeated in the batch) are masked
-out, so an item is never its own negative; rows without a positive are skipped.
+Two kinds of candidate are masked out of row i's softmax, because they are not negatives of
+q_i (false negatives only teach the model to push relevant items away):
+- the *same item* as p_i (a clicked item repeated in the batch);
+- the positive p_j of another row j with the *same query* (two clicks of one session, or
+  the same query clicked on by several users): an item clicked for q_i is relevant to q_i.
+Rows without a positive are skipped.
 """
 
 import torch
@@ -32,6 +36,9 @@ class InBatchContrastiveLoss(RankingLoss):
         same_item = ids.unsqueeze(0) == batch.positive_ids.unsqueeze(1)
         absent = (ids < 0).unsqueeze(0).expand_as(same_item)
         mask = same_item | absent
+        if batch.query_ids is not None:
+            same_query = batch.query_ids.unsqueeze(0) == batch.query_ids.unsqueeze(1)
+            mask[:, :size] |= same_query
         mask[target, target] = False  # the row's own positive stays
         scores = scores.masked_fill(mask, float("-inf"))
         losses = torch.nn.functional.cross_entropy(scores, target, reduction="none")

@@ -1,0 +1,31 @@
+"""Fine-tuning hyperparameters: validation, and the search's candidates."""
+
+import pytest
+from pydantic import ValidationError
+
+from trainer.params import DEFAULT_GRID, FineTuningParams, warm_start
+
+
+def test_the_margin_loss_needs_hard_negatives() -> None:
+    with pytest.raises(ValidationError, match="margin loss needs hard_negatives"):
+        FineTuningParams(loss="margin", hard_negatives=0)
+    assert FineTuningParams(loss="contrastive", hard_negatives=0).hard_negatives == 0
+
+
+def test_a_batch_size_in_the_params_names_a_different_run() -> None:
+    assert FineTuningParams(batch_size=16).digest() != FineTuningParams().digest()
+    assert FineTuningParams(batch_size=16).digest() == FineTuningParams(batch_size=16).digest()
+
+
+def test_the_search_starts_from_the_defaults_when_the_grid_holds_them() -> None:
+    [point] = warm_start(DEFAULT_GRID)
+    chosen = {name: DEFAULT_GRID[name][index] for name, index in point.items()}
+    assert FineTuningParams(**chosen) == FineTuningParams()
+    # A custom grid that leaves a default out gets its own candidates only.
+    assert warm_start({"learning_rate": [1e-6, 2e-6]}) == []
+
+
+def test_every_default_candidate_is_valid() -> None:
+    for name, values in DEFAULT_GRID.items():
+        for value in values:
+            FineTuningParams(**{name: value})
