@@ -240,7 +240,9 @@ def main() -> None:
         "plus a deterministic sample); 0 = the whole catalog",
     )
     parser.add_argument("--max-evals", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per trial (default: CLICKTUNE_EPOCHS)"
+    )
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument(
         "--min-improvement",
@@ -302,11 +304,12 @@ def main() -> None:
             mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
             work_dir=Path(tmp) / "work",
             max_evals=args.max_evals,
-            epochs=args.epochs,
+            **({} if args.epochs is None else {"epochs": args.epochs}),
             model_name_prefix=f"bench-{run}",
             **({} if args.min_improvement is None else {"min_improvement": args.min_improvement}),
         )
         os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+        args.epochs = settings.epochs
         print(f"pipeline: {args.max_evals} trials x {args.epochs} epoch(s), CPU …")
         event, times = asyncio.run(_pipeline(settings, sim, sessions))
         print(f"  task: {times['task']}")

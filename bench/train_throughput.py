@@ -57,7 +57,17 @@ from trainer.model_source import base_model_path, offline  # noqa: E402
 from trainer.params import FineTuningParams  # noqa: E402
 from trainer.ranking_data import RankingData, Session, split_by_query  # noqa: E402
 
-PARAMS = FineTuningParams(loss="contrastive", frozen_layers=0, learning_rate=2e-5)
+# Triplets (a skipped result as the hard negative of each click) on both sides, at the
+# command line's batch size: the heavier of clicktune's row shapes, and one the library's
+# MNRL takes as is.
+PARAMS = FineTuningParams(
+    loss="contrastive",
+    frozen_layers=0,
+    learning_rate=2e-5,
+    hard_negatives=4,
+    batch_size=None,
+    schedule="step",
+)
 
 
 def _lexical_ranker(catalog: dict[str, str]) -> Any:
@@ -95,7 +105,11 @@ def ranking_data(rows: int, *, distinct_queries: bool, seed: int = 7) -> Ranking
         if n % 50 == 0:
             train, test = split_by_query("bench", sessions, 0.2)
             data = RankingData("bench", train, test, catalog)
-            pairs = data.pairs(train, skip_above_weight=PARAMS.skip_above_weight)
+            pairs = data.pairs(
+                train,
+                skip_above_weight=PARAMS.skip_above_weight,
+                max_negatives=PARAMS.hard_negatives,
+            )
             if len(pairs) >= rows:
                 break
     # Keep whole sessions until ``rows`` pairs: both sides see exactly these rows.
@@ -105,7 +119,13 @@ def ranking_data(rows: int, *, distinct_queries: bool, seed: int = 7) -> Ranking
         if count >= rows:
             break
         kept.append(s)
-        count += len(data.pairs([s], skip_above_weight=PARAMS.skip_above_weight))
+        count += len(
+            data.pairs(
+                [s],
+                skip_above_weight=PARAMS.skip_above_weight,
+                max_negatives=PARAMS.hard_negatives,
+            )
+        )
     return RankingData("bench", kept, data.test, catalog)
 
 

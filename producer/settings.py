@@ -231,7 +231,7 @@ class Settings(BaseSettings):
     max_evals: int = Field(
         default=8, ge=1, description="Hyperopt evaluations on a method's first iteration."
     )
-    epochs: int = Field(default=3, ge=1, description="Epochs per fine-tuning run.")
+    epochs: int = Field(default=2, ge=1, description="Epochs per fine-tuning run.")
     top_n_params: int = Field(
         default=3, ge=1, description="Best parameter sets of the last iteration tried again."
     )

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 #: batches, a smaller learning rate and frozen lower layers are the alternatives around it
 #: (../shared/notes/learning-from-clicks.md).
 DEFAULT_GRID: dict[str, list[Any]] = {
-    "learning_rate": [2e-5, 5e-5, 1e-4],
+    "learning_rate": [1e-5, 2e-5, 5e-5],
     "batch_size": [8, 16, 32],
-    "hard_negatives": [0, 1, 2],
+    "hard_negatives": [0, 1],
     "frozen_layers": [0, 2],
     "warmup_ratio": [0.0, 0.1],
 }
@@ -25,7 +25,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 class FineTuningParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    learning_rate: float = Field(default=5e-5, gt=0, lt=1)
+    learning_rate: float = Field(default=2e-5, gt=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
     loss: Literal["contrastive", "margin"] = "contrastive"
     margin: float = Field(default=0.2, gt=0)
@@ -37,11 +37,11 @@ class FineTuningParams(BaseModel):
     #: Pairs per optimizer step; None takes ``Settings.train_batch_size``. Small batches of
     #: in-batch negatives suit the few hundred to few thousand clicks of a weekly batch
     #: (more steps per epoch); the search tries bigger ones.
-    batch_size: int | None = Field(default=8, ge=2, le=4096)
+    batch_size: int | None = Field(default=16, ge=2, le=4096)
     #: "step": lr times ``gamma`` every ``step_size`` steps; "linear": a linear warm-up over
     #: ``warmup_ratio`` of the run, then a linear decay to 0 (sentence-transformers' default).
     schedule: Literal["step", "linear"] = "linear"
-    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     #: Gradients are clipped to this global L2 norm before each step (0: never), as the
     #: Hugging Face trainer does by default: one batch of near-duplicate clicks cannot throw
     #: the model far from where it was.
