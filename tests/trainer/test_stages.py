@@ -44,7 +44,9 @@ def test_stages_add_up_and_group_by_kind() -> None:
 async def test_a_task_records_its_stages_in_mlflow_and_its_status(
     trainer_settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    s = trainer_settings.model_copy(update={"max_evals": 1})
+    # Every stage, registration included, whatever the one trial's quality: this test is
+    # about the clock, not about learning (tests/trainer/test_task_runner.py is).
+    s = trainer_settings.model_copy(update={"max_evals": 1, "min_improvement": -1.0})
     task_id = await frozen_batch(s, redis_client)
     record = await TaskStore(redis_client, s.redis_key_prefix).get(task_id)
     async with EventPublisher(s) as publisher:
