@@ -78,8 +78,37 @@ local function upsert_items(items, texts, ts)
   end
 end
 
+-- Per-call caches. Every redis.call costs more than the command itself (arguments become
+-- Redis objects, the reply is written as RESP and parsed back into Lua), so what one call of
+-- the script can know it reads once: the open batch, each batch's opened_at. New sessions'
+-- batch memberships and counts are written once per batch at the end (and before anything
+-- reads them: a freeze, the automatic release).
+local open_known, open_bid = false, false
+local opened = {}        -- batch id -> opened_at (number)
+local new_sessions = {}  -- batch id -> list of new session ids
+local new_order = {}     -- batch ids in first-seen order
+
+local function current_open()
+  if not open_known then
+    open_bid = redis.call('GET', P .. 'batch:open')
+    open_known = true
+  end
+  return open_bid
+end
+
+local function flush_sessions()
+  for _, bid in ipairs(new_order) do
+    local sids = new_sessions[bid]
+    for i = 1, #sids, 1000 do
+      redis.call('SADD', batch_key(bid) .. ':sessions', unpack(sids, i, math.min(i + 999, #sids)))
+    end
+    redis.call('HINCRBY', batch_key(bid), 'sessions', #sids)
+  end
+  new_sessions, new_order = {}, {}
+end
+
 local function open_batch(ts)
-  local bid = redis.call('GET', P .. 'batch:open')
+  local bid = current_open()
   if bid then return bid end
   local seq = redis.call('INCR', P .. 'batch:seq')
   bid = string.format('b%06d', seq)
@@ -88,18 +117,22 @@ local function open_batch(ts)
   redis.call('SET', P .. 'batch:open', bid)
   redis.call('ZADD', P .. 'batches', seq, bid)
   batch_state[bid] = 'open'
+  opened[bid] = tonumber(ts)
+  open_bid = bid
   return bid
 end
 
 local function freeze(bid, eid, ts, method, idem, metadata)
+  flush_sessions()
   local bkey = batch_key(bid)
   local tid = 'task-' .. bid
   local sessions = redis.call('HGET', bkey, 'sessions') or '0'
   redis.call('HSET', bkey, 'state', 'frozen', 'frozen_at', ts, 'release_event_id', eid,
     'fine_tuning_method', method, 'idempotency_key', idem, 'task_id', tid)
   batch_state[bid] = 'frozen'
-  if redis.call('GET', P .. 'batch:open') == bid then
+  if current_open() == bid then
     redis.call('DEL', P .. 'batch:open')
+    open_bid = false
   end
   redis.call('HSET', P .. 'task:' .. tid, 'task_id', tid, 'batch_id', bid,
     'fine_tuning_method', method, 'metadata', metadata, 'idempotency_key', idem,
@@ -146,7 +179,7 @@ local function release(offset, eid, ts, r)
     end
     bid = want
   else
-    bid = redis.call('GET', P .. 'batch:open')
+    bid = current_open()
     if not bid then
       redis.call('HSET', P .. 'releases', eid, '')
       return {outcome = 'empty', batch_id = '', event_id = eid}
@@ -161,44 +194,76 @@ end
 -- A session's keys: 'session:ID', 'session-eids:ID', 'session-clicks:ID'. Ids are client-made
 -- and may contain ':', so no key of one session may be the hash key with a suffix: session
 -- 'x:eids' must not be the dedupe set of session 'x'.
+--
+-- The session hash is read once (HMGET) and written once (HSET of every field that changed);
+-- the script runs atomically, so counters computed here are what HINCRBY would have made.
 local function session_event(kind, eid, sid, ts, data)
   local skey = P .. 'session:' .. sid
-  local h = redis.call('HMGET', skey, 'batch_id', 'events', 'first_at', 'last_at')
+  local h = redis.call('HMGET', skey, 'batch_id', 'events', 'first_at', 'last_at', 'clicks',
+    'searches')
   local bid = h[1]
   local t = tonumber(ts)
+  local out = {}  -- field, value, field, value ... for the one HSET
+  local events, first, last, clicks, searches
   if not bid then
     -- A session belongs to the batch that is open when its first event arrives.
     bid = open_batch(ts)
-    redis.call('HSET', skey, 'session_id', sid, 'batch_id', bid, 'first_at', ts,
-      'last_at', ts, 'events', 0, 'clicks', 0, 'cut', 0, 'irrelevant', 0)
-    redis.call('SADD', batch_key(bid) .. ':sessions', sid)
-    redis.call('HINCRBY', batch_key(bid), 'sessions', 1)
+    out = {'session_id', sid, 'batch_id', bid, 'first_at', ts, 'last_at', ts, 'events', 0,
+      'clicks', 0, 'cut', 0, 'irrelevant', 0}
+    events, first, last, clicks, searches = 0, t, t, 0, 0
+    local list = new_sessions[bid]
+    if not list then
+      list = {}
+      new_sessions[bid] = list
+      new_order[#new_order + 1] = bid
+    end
+    list[#list + 1] = sid
     -- The batch's earliest event time, not its first-applied one: partitions interleave
     -- differently from run to run, and the state must not depend on that.
-    if t < tonumber(redis.call('HGET', batch_key(bid), 'opened_at')) then
-      redis.call('HSET', batch_key(bid), 'opened_at', ts)
+    local o = opened[bid]
+    if not o then
+      o = tonumber(redis.call('HGET', batch_key(bid), 'opened_at'))
+      opened[bid] = o
     end
-    h = {bid, '0', ts, ts}
+    if t < o then
+      redis.call('HSET', batch_key(bid), 'opened_at', ts)
+      opened[bid] = t
+    end
+  else
+    events, first, last = tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
+    clicks, searches = tonumber(h[5] or '0'), tonumber(h[6] or '0')
   end
   -- The cap comes first so that neither the dedupe set nor the late list grows unbounded.
-  if tonumber(h[2]) >= max_events then
+  if events >= max_events then
+    if #out > 0 then redis.call('HSET', skey, unpack(out)) end
     redis.call('HINCRBY', skey, 'cut', 1)
     return 4
   end
-  if redis.call('SADD', P .. 'session-eids:' .. sid, eid) == 0 then return 2 end
-  redis.call('HINCRBY', skey, 'events', 1)
+  if redis.call('SADD', P .. 'session-eids:' .. sid, eid) == 0 then
+    if #out > 0 then redis.call('HSET', skey, unpack(out)) end
+    return 2
+  end
   if state_of(bid) ~= 'open' then
+    -- Only a session seen before can be in a frozen batch: nothing of ``out`` to write.
+    redis.call('HINCRBY', skey, 'events', 1)
     redis.call('HINCRBY', batch_key(bid), 'late', 1)
     redis.call('RPUSH', batch_key(bid) .. ':late',
       cjson.encode({type = kind, event_id = eid, session_id = sid, t = ts, data = data}))
     return 3
   end
-  if t < tonumber(h[3]) then redis.call('HSET', skey, 'first_at', ts) end
-  if t > tonumber(h[4]) then redis.call('HSET', skey, 'last_at', ts) end
+  local n = #out
+  out[n + 1], out[n + 2] = 'events', events + 1
+  n = n + 2
+  if t < first then out[n + 1], out[n + 2] = 'first_at', ts; n = n + 2 end
+  if t > last then out[n + 1], out[n + 2] = 'last_at', ts; n = n + 2 end
+  local code = 0
   if kind == 'search' then
-    redis.call('HSET', skey, 'query', data.q, 'results', data.r,
-      'search_at', ts, 'user_id', data.u or '')
-    redis.call('HINCRBY', skey, 'searches', 1)
+    out[n + 1], out[n + 2] = 'query', data.q
+    out[n + 3], out[n + 4] = 'results', data.r
+    out[n + 5], out[n + 6] = 'search_at', ts
+    out[n + 7], out[n + 8] = 'user_id', data.u or ''
+    out[n + 9], out[n + 10] = 'searches', searches + 1
+    redis.call('HSET', skey, unpack(out))
     if data.t then
       local items, texts = {}, {}
       for item, text in pairs(data.t) do
@@ -207,17 +272,22 @@ local function session_event(kind, eid, sid, ts, data)
       end
       if #items > 0 then upsert_items(items, texts, ts) end
     end
+    return 0
   elseif kind == 'click' then
-    if redis.call('HINCRBY', skey, 'clicks', 1) > max_clicks then
-      redis.call('HINCRBY', skey, 'clicks', -1)
+    if clicks + 1 > max_clicks then
+      redis.call('HSET', skey, unpack(out))
       redis.call('HINCRBY', skey, 'cut', 1)
       return 4
     end
+    out[n + 1], out[n + 2] = 'clicks', clicks + 1
+    redis.call('HSET', skey, unpack(out))
     redis.call('RPUSH', P .. 'session-clicks:' .. sid, cjson.encode({item_id = data, t = ts}))
+    return 0
   elseif kind == 'irrelevant' then
-    redis.call('HSET', skey, 'irrelevant', 1)
+    out[n + 1], out[n + 2] = 'irrelevant', 1
   end
-  return 0
+  redis.call('HSET', skey, unpack(out))
+  return code
 end
 
 local last = mark
@@ -238,7 +308,8 @@ for _, e in ipairs(entries) do
   outcomes[#outcomes + 1] = code
   if offset > last then last = offset end
   if auto_release > 0 and code == 0 then
-    local open = redis.call('GET', P .. 'batch:open')
+    flush_sessions()
+    local open = current_open()
     if open and tonumber(redis.call('HGET', batch_key(open), 'sessions')) >= auto_release then
       local auto_eid = 'auto-' .. open
       local tid = freeze(open, auto_eid, ts, default_method, auto_eid,
@@ -253,7 +324,8 @@ if tpkey ~= '' and last > mark then
   redis.call('HSET', KEYS[1], tpkey, string.format('%d', last))
 end
 
-local open = redis.call('GET', P .. 'batch:open')
+flush_sessions()
+local open = current_open()
 local open_sessions = 0
 if open then open_sessions = tonumber(redis.call('HGET', batch_key(open), 'sessions')) end
 return cjson.encode({outcomes = outcomes, releases = releases, open_batch = open or '',
