@@ -23,7 +23,7 @@ class TrainerMetrics:
         )
         self.best_metric = Gauge(
             "clicktune_best_metric",
-            "Main metric (rerank_ndcg@10) of the latest champion, by method.",
+            "Main metric (rerank_ips_dcg@10) of the latest champion, by method.",
             ["method"],
             registry=r,
         )

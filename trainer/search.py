@@ -264,8 +264,9 @@ def finetune_embedding_model(
     """Run one iteration's search; return the best run's quality (NaN if none finished).
 
     First iteration of a method: TPE over ``initial_params`` for ``initial_max_evals``
-    trials, the first of them the default parameters (:func:`trainer.params.warm_start`). Later iterations: the previous iteration's top-N parameter sets, then a smaller
-    TPE search over the values those sets use.
+    trials, the first of them the default parameters (:func:`trainer.params.warm_start`).
+    Later iterations: the previous iteration's top-N parameter sets, then a smaller TPE
+    search over the values those sets use.
     """
     ctx = context or SearchContext(device=resolve_device(settings.device))
     with ctx.stages.time("mlflow"):

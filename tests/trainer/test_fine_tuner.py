@@ -1,5 +1,8 @@
 """EmbeddingsFineTuner's contracts: optimizer validation, real freezing, separate models."""
 
+from itertools import pairwise
+
+import lightning
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
@@ -88,8 +91,6 @@ def test_preprocess_inputs_fills_missing_ranks() -> None:
 
 
 def test_the_linear_schedule_warms_up_then_decays_to_zero(model_path: str) -> None:
-    import lightning
-
     model = SentenceTransformer(model_path, device="cpu")
     pairs = [Pair(f"q{i}", f"i{i}", "", 1.0) for i in range(8)]
     sets = ItemsSets(pairs, [], [], {f"i{i}": f"item {i}" for i in range(8)})
@@ -117,13 +118,11 @@ def test_the_linear_schedule_warms_up_then_decays_to_zero(model_path: str) -> No
     # 8 steps: 2 of warm-up from 0, the peak, then down to 0 after the last step.
     assert len(rates) == 8
     assert rates[0] == 0.0 and rates[1] < rates[2] == pytest.approx(params.learning_rate)
-    assert all(a > b for a, b in zip(rates[2:], rates[3:], strict=False))
+    assert all(a > b for a, b in pairwise(rates[2:]))
     assert trainer.optimizers[0].param_groups[0]["lr"] == 0.0
 
 
-def _fit(module: EmbeddingsFineTuner, callback: "lightning.Callback") -> "lightning.Trainer":
-    import lightning
-
+def _fit(module: EmbeddingsFineTuner, callback: lightning.Callback) -> lightning.Trainer:
     trainer = lightning.Trainer(
         max_epochs=2,
         accelerator="cpu",
@@ -140,8 +139,6 @@ def _fit(module: EmbeddingsFineTuner, callback: "lightning.Callback") -> "lightn
 
 @pytest.mark.parametrize("max_norm", [1e-3, 0.0])
 def test_gradients_are_clipped_to_the_max_norm(model_path: str, max_norm: float) -> None:
-    import lightning
-
     model = SentenceTransformer(model_path, device="cpu")
     pairs = [Pair(f"q{i}", f"i{i}", "", 1.0) for i in range(4)]
     sets = ItemsSets(pairs, [], [], {f"i{i}": f"item {i}" for i in range(4)})

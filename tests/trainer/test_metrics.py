@@ -60,7 +60,13 @@ def test_evaluate_with_a_distance_ranker_and_custom_metrics() -> None:
     got = evaluate(
         encode, sessions, items, pool_metrics=(MRR(1),), ranker=torch.cdist, is_similarity=False
     )
-    assert set(got) == {"rerank_ndcg@10", "rerank_mrr@10", "rerank_recall@10", "mrr@1"}
+    assert set(got) == {
+        "rerank_ips_dcg@10",
+        "rerank_ndcg@10",
+        "rerank_mrr@10",
+        "rerank_recall@10",
+        "mrr@1",
+    }
     assert got["mrr@1"] == 1.0  # the nearest item by distance is the clicked one
 
 
@@ -92,3 +98,24 @@ def test_debiased_evaluation_credits_clicks_found_deep() -> None:
         evaluate(reordered, [session], items, debias=False)[key]
     )
     assert evaluate(reordered, [session], items)[key] > evaluate(served, [session], items)[key]
+
+
+def test_the_main_metric_weighs_each_click_by_its_propensity_across_sessions() -> None:
+    # Two one-click sessions of the same query: one click served at rank 1, one at rank 9.
+    vectors = {"q": [1.0, 0.0], "a": [0.9, 0.1], "b": [0.8, 0.2]}
+    vectors |= {f"f{r}": [0.1 * r, 1.0] for r in range(2, 10)}
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.tensor([vectors[t] for t in texts]), dim=1)
+
+    fillers = tuple((f"i{r}", r) for r in range(2, 9))
+    s1 = Session("s1", "q", (("ia", 1), *fillers, ("ib", 9)), frozenset({"ia"}))
+    s2 = Session("s2", "q", (("ia", 1), *fillers, ("ib", 9)), frozenset({"ib"}))
+    items = {"ia": "a", "ib": "b"} | {f"i{r}": f"f{r}" for r in range(2, 9)}
+    got = evaluate(encode, [s1, s2], items)
+    # The model puts a first and b second: discounts 1 and 1/log2(3); weights 1 and 9^0.8.
+    w = 9**0.8
+    expected = (1.0 + w / math.log2(3)) / (1.0 + w)
+    assert got["rerank_ips_dcg@10"] == pytest.approx(expected)
+    # The per-session mean gives the rank-1 click as much say as the deep one.
+    assert got["rerank_ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(3)) / 2)
