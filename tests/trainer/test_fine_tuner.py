@@ -90,6 +90,21 @@ def test_preprocess_inputs_fills_missing_ranks() -> None:
     assert filled.shown == (("a", 1), ("b", 2), ("c", 3))
 
 
+def _fit(module: EmbeddingsFineTuner, callback: lightning.Callback) -> lightning.Trainer:
+    trainer = lightning.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[callback],
+    )
+    trainer.fit(module)
+    return trainer
+
+
 def test_the_linear_schedule_warms_up_then_decays_to_zero(model_path: str) -> None:
     model = SentenceTransformer(model_path, device="cpu")
     pairs = [Pair(f"q{i}", f"i{i}", "", 1.0) for i in range(8)]
@@ -104,37 +119,12 @@ def test_the_linear_schedule_warms_up_then_decays_to_zero(model_path: str) -> No
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             rates.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = lightning.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[Record()],
-    )
-    trainer.fit(module)
+    trainer = _fit(module, Record())
     # 8 steps: 2 of warm-up from 0, the peak, then down to 0 after the last step.
     assert len(rates) == 8
     assert rates[0] == 0.0 and rates[1] < rates[2] == pytest.approx(params.learning_rate)
     assert all(a > b for a, b in pairwise(rates[2:]))
     assert trainer.optimizers[0].param_groups[0]["lr"] == 0.0
-
-
-def _fit(module: EmbeddingsFineTuner, callback: lightning.Callback) -> lightning.Trainer:
-    trainer = lightning.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[callback],
-    )
-    trainer.fit(module)
-    return trainer
 
 
 @pytest.mark.parametrize("max_norm", [1e-3, 0.0])
