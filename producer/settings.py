@@ -242,6 +242,14 @@ class Settings(BaseSettings):
         description="Absolute gain over the baseline's main metric a model needs to ship "
         "(negative: ship the best trial even when it is worse; benchmarks use it).",
     )
+    max_rerank_ndcg_drop: float = Field(
+        default=0.03,
+        ge=0,
+        le=1,
+        description="Most a model may lose on the per-session rerank_ndcg@10 against the "
+        "baseline and still ship (a guard beside the main metric; off when "
+        "min_improvement is negative).",
+    )
     device: str = Field(
         default="auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu or cuda."
     )

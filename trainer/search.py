@@ -17,6 +17,7 @@ import lightning
 import torch
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.exceptions import AllTrialsFailed
+from hyperopt.fmin import generate_trials_to_calculate
 from sentence_transformers import SentenceTransformer
 
 from producer.settings import Settings
@@ -293,27 +294,46 @@ def finetune_embedding_model(
         top = tracker.previous_top_params(settings.top_n_params)
     if not top:
         grid, evals = initial_params, initial_max_evals
-        first = warm_start(grid)
+        warm = True
     else:
         for params in top:
             objective({k: v for k, v in params.model_dump().items() if k in initial_params})
         grid = {name: sorted({getattr(p, name) for p in top}, key=str) for name in initial_params}
         evals = max(1, initial_max_evals // 4)
-        first = []
+        warm = False
     try:
-        fmin(
-            objective,
-            _space(grid),
-            algo=tpe.suggest,
-            max_evals=evals,
-            trials=Trials(),
-            rstate=_rng(iteration),
-            show_progressbar=False,
-            points_to_evaluate=first or None,
-        )
+        run_search(objective, grid, evals, _rng(iteration), warm=warm)
     except AllTrialsFailed:
         log.warning("iteration %s: all %d trials failed", iteration, ctx.trials_failed)
     return tracker.best.quality if tracker.best else float("nan")
+
+
+def run_search(
+    objective: Callable[[dict[str, Any]], Any],
+    grid: dict[str, list[Any]],
+    evals: int,
+    rstate: Any,
+    *,
+    warm: bool = True,
+) -> None:
+    """``evals`` trials of TPE over ``grid``; with ``warm``, the first of them is the default
+    parameters (:func:`trainer.params.warm_start`) when the grid holds them."""
+    first = warm_start(grid) if warm else []
+    if first and evals <= 1:
+        objective({name: grid[name][index] for name, index in first[0].items()})
+        return
+    fmin(
+        objective,
+        _space(grid),
+        algo=tpe.suggest,
+        # hyperopt reads points_to_evaluate only when it makes the Trials itself, and then
+        # counts max_evals beyond the points given: the first point goes in as a trial
+        # already asked for, and the budget stays ``evals`` in all.
+        max_evals=evals - len(first),
+        trials=generate_trials_to_calculate(first) if first else Trials(),
+        rstate=rstate,
+        show_progressbar=False,
+    )
 
 
 def _rng(iteration: str) -> Any:

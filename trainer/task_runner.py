@@ -46,6 +46,8 @@ from trainer.stages import StageClock
 from trainer.tracker import ExperimentsTracker, embedding_dimension
 
 log = logging.getLogger(__name__)
+#: Checked beside the main metric before a model ships (``Settings.max_rerank_ndcg_drop``).
+GUARD_METRIC = "rerank_ndcg@10"
 
 
 @dataclass
@@ -224,6 +226,22 @@ class TaskRunner:
                     TaskStatus.DONE,
                     f"no improvement: {MAIN_METRIC} {quality:.4f} vs baseline "
                     f"{baseline:.4f} (needs +{s.min_improvement}); {stages.summary()}",
+                )
+            # The main metric weighs each click by its inverse propensity, so a few deep
+            # clicks can outvote many near the top: a model that gains there while the
+            # per-session view drops sharply is not shipped (the demo's catalog showed one
+            # with rerank_mrr@10 0.76 -> 0.29 and a higher main metric).
+            with stages.time("mlflow"):
+                guard = tracker.best_metrics().get(GUARD_METRIC, 0.0)
+            guard_base = ctx.baseline.get(GUARD_METRIC, 0.0)
+            if s.min_improvement >= 0 and guard < guard_base - s.max_rerank_ndcg_drop:
+                with stages.time("mlflow"):
+                    tracker.finish_iteration()
+                return Outcome(
+                    TaskStatus.DONE,
+                    f"no improvement: {GUARD_METRIC} {guard:.4f} vs baseline "
+                    f"{guard_base:.4f} (may drop {s.max_rerank_ndcg_drop} at most; "
+                    f"{MAIN_METRIC} {baseline:.4f} -> {quality:.4f}); {stages.summary()}",
                 )
             with stages.time("register"):
                 version, uri = tracker.register_best(

@@ -29,3 +29,23 @@ def test_every_default_candidate_is_valid() -> None:
     for name, values in DEFAULT_GRID.items():
         for value in values:
             FineTuningParams(**{name: value})
+
+
+@pytest.mark.parametrize("evals", [1, 2, 4])
+def test_the_search_really_evaluates_the_defaults_first(evals: int) -> None:
+    import numpy as np
+
+    from trainer.search import run_search
+
+    seen: list[dict] = []
+
+    def objective(params: dict) -> float:
+        seen.append(params)
+        return 0.0
+
+    run_search(objective, DEFAULT_GRID, evals, np.random.default_rng(0))
+    assert len(seen) == evals  # the budget, the defaults included
+    assert FineTuningParams(**seen[0]) == FineTuningParams()
+    seen.clear()
+    run_search(objective, DEFAULT_GRID, 2, np.random.default_rng(0), warm=False)
+    assert len(seen) == 2

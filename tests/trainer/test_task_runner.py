@@ -85,6 +85,30 @@ async def test_no_improvement_means_done_without_a_model(
 
 
 @pytest.mark.timeout(600)
+async def test_a_sharp_drop_of_the_per_session_view_stops_a_model_that_gains_on_the_main(
+    trainer_settings: Settings, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.task_runner as task_runner
+    from trainer.tracker import ExperimentsTracker
+
+    # The main-metric gate passes whatever the trial (its baseline reads as 0), and the best
+    # trial's per-session rerank_ndcg@10 reads as 0.0: far below any real baseline.
+    monkeypatch.setattr(task_runner, "MAIN_METRIC", "a metric no baseline has")
+    monkeypatch.setattr(
+        ExperimentsTracker, "best_metrics", lambda self: {task_runner.GUARD_METRIC: 0.0}
+    )
+    s = trainer_settings.model_copy(update={"min_improvement": 0.0, "max_evals": 1})
+    task_id = await frozen_batch(s, redis_client)
+    record = await TaskStore(redis_client, s.redis_key_prefix).get(task_id)
+    async with EventPublisher(s) as publisher:
+        outcome = await TaskRunner(s, redis_client, publisher).run(record.task_event())
+    assert outcome is not None and outcome.model_ready is None
+    assert outcome.detail.startswith("no improvement: rerank_ndcg@10 0.0000 vs baseline")
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.timeout(600)
 async def test_a_task_interrupted_mid_search_resumes_without_retraining(
     trainer_settings: Settings, redis_client: aioredis.Redis
 ) -> None:
