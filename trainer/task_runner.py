@@ -232,7 +232,8 @@ class TaskRunner:
             # per-session view drops sharply is not shipped (the demo's catalog showed one
             # with rerank_mrr@10 0.76 -> 0.29 and a higher main metric).
             with stages.time("mlflow"):
-                guard = tracker.best_metrics().get(GUARD_METRIC, 0.0)
+                metrics = tracker.best_metrics()  # also what model_ready carries
+            guard = metrics.get(GUARD_METRIC, 0.0)
             guard_base = ctx.baseline.get(GUARD_METRIC, 0.0)
             if s.min_improvement >= 0 and guard < guard_base - s.max_rerank_ndcg_drop:
                 with stages.time("mlflow"):
@@ -258,8 +259,6 @@ class TaskRunner:
                 dim = tracker.best.embedding_dim
                 if dim is None:  # logged by an older version: ask the model itself
                     dim = embedding_dimension(mlflow.sentence_transformers.load_model(str(local)))
-            with stages.time("mlflow"):
-                metrics = tracker.best_metrics()
             event = ModelReadyEvent.create(
                 event_id=f"{task.task_id}:model_ready",
                 task_id=task.task_id,
