@@ -97,21 +97,51 @@ def click_grade(relevance: float) -> int:
     return 0 if relevance < 1.5 else 1 if relevance < 2.0 else 2 if relevance < 2.5 else 3
 
 
+def base_cache(model_path: Path, ids: list[str], titles: dict[str, str]) -> Path:
+    """Where the base model's catalog embeddings are kept between runs.
+
+    The base model never changes between runs, and encoding the whole catalog on a CPU takes
+    7-15 minutes; the file name hashes the model's path and the exact titles encoded, so a
+    different catalog or model never reads a stale matrix.
+    """
+    digest = hashlib.blake2b(str(model_path).encode(), digest_size=8)
+    for i in ids:
+        digest.update(titles[i].encode())
+        digest.update(b"\0")
+    return RESULTS / f"base_catalog_{len(ids)}_{digest.hexdigest()}.npy"
+
+
 class Index:
     """A model's embeddings of the catalog, for ranking and scoring."""
 
-    def __init__(self, model: Any, ids: list[str], titles: dict[str, str], label: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        ids: list[str],
+        titles: dict[str, str],
+        label: str,
+        cache: Path | None = None,
+    ) -> None:
         self.model = model
         self.ids = ids
         started = time.perf_counter()
-        self.matrix = model.encode(
-            [titles[i] for i in ids],
-            batch_size=256,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        print(f"  {label}: {len(ids):,} titles encoded in {time.perf_counter() - started:.0f} s")
+        if cache is not None and cache.exists():
+            self.matrix = np.load(cache)
+            how = f"loaded from {cache.name}"
+        else:
+            self.matrix = model.encode(
+                [titles[i] for i in ids],
+                batch_size=256,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            how = "encoded"
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cache, self.matrix)
+        self.seconds = time.perf_counter() - started
+        print(f"  {label}: {len(ids):,} titles {how} in {self.seconds:.0f} s")
 
     def queries(self, queries: list[str]) -> np.ndarray:
         return self.model.encode(
@@ -276,7 +306,9 @@ def main() -> None:
     )
     base_path = base_model_path(Settings.load().base_model)
     base = SentenceTransformer(base_path, device="cpu")
-    base_index = Index(base, ids, data.titles, "base model")
+    base_index = Index(
+        base, ids, data.titles, "base model", cache=base_cache(base_path, ids, data.titles)
+    )
 
     # The base model is the search engine the simulated users see.
     shown = dict(zip(train_q, base_index.top(train_q, 20), strict=True))

@@ -31,12 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
 from quality import (  # noqa: E402  (bench/, the script's own folder)
     DATA,
+    Index,
     _bucket,
     _general_slice,
     _reference,
+    base_cache,
     click_grade,
     load,
     score,
@@ -50,33 +51,6 @@ from trainer.model_source import base_model_path, offline  # noqa: E402
 from trainer.ranking_data import RankingData, Session, split_by_query  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-
-
-class CachedIndex:
-    """bench/quality.py's Index, with the base model's catalog embeddings kept on disk."""
-
-    def __init__(self, model: Any, ids: list[str], titles: dict[str, str], cache: Path | None):
-        self.model, self.ids = model, ids
-        started = time.perf_counter()
-        if cache is not None and cache.exists():
-            self.matrix = np.load(cache)
-        else:
-            self.matrix = model.encode(
-                [titles[i] for i in ids], batch_size=256, normalize_embeddings=True
-            )
-            if cache is not None:
-                np.save(cache, self.matrix)
-        self.seconds = time.perf_counter() - started
-
-    def queries(self, queries: list[str]) -> np.ndarray:
-        return self.model.encode(queries, batch_size=256, normalize_embeddings=True)
-
-    def top(self, queries: list[str], k: int) -> list[list[str]]:
-        scores = self.queries(queries) @ self.matrix.T
-        top = np.argpartition(-scores, kth=k, axis=1)[:, :k]
-        return [
-            [self.ids[j] for j in c[np.argsort(-r[c])]] for r, c in zip(scores, top, strict=True)
-        ]
 
 
 def main() -> None:
@@ -127,7 +101,9 @@ def main() -> None:
     base = SentenceTransformer(path, device="cpu")
     base.max_seq_length = Settings.load().max_seq_length
     RESULTS.mkdir(parents=True, exist_ok=True)
-    base_index = CachedIndex(base, ids, data.titles, RESULTS / f"base_catalog_{len(ids)}.npy")
+    base_index = Index(
+        base, ids, data.titles, "base model", cache=base_cache(path, ids, data.titles)
+    )
 
     shown = dict(zip(train_q, base_index.top(train_q, 20), strict=True))
     judgments = {q: {i: click_grade(g) for i, g in data.grades[q].items()} for q in train_q}
@@ -161,7 +137,7 @@ def main() -> None:
         return {f"click_{k}": round(got[k], 4) for k in (MAIN_METRIC, "rerank_ndcg@10")}
 
     def report(label: Any, model: Any, extra: dict[str, Any]) -> None:
-        index = CachedIndex(model, ids, data.titles, None)
+        index = Index(model, ids, data.titles, "tuned")
         row = {
             "config": label,
             **extra,

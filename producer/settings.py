@@ -250,10 +250,21 @@ class Settings(BaseSettings):
         "baseline and still ship (a guard beside the main metric; off when "
         "min_improvement is negative).",
     )
+    eval_every_epoch: bool = Field(
+        default=False,
+        description="Evaluate the held-out sessions after every epoch of a run (a learning "
+        "curve in MLflow) instead of after its last epoch only; each evaluation encodes every "
+        "item of the batch, which is not training time.",
+    )
     device: str = Field(
         default="auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu or cuda."
     )
-    train_batch_size: int = Field(default=32, ge=2, description="Pairs per training step.")
+    train_batch_size: int = Field(
+        default=32,
+        ge=2,
+        description="Pairs per training step of a run whose parameters leave batch_size unset "
+        "(the default grid searches 8, 16 and 32).",
+    )
     max_seq_length: int = Field(default=64, ge=8, description="Tokens per text at most.")
     params_grid_file: Path | None = Field(
         default=None, description="JSON file: hyperparameter name -> list of candidate values."

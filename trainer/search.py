@@ -169,6 +169,8 @@ def _finetune_embedding_model_one_step(
         cuda = ctx.device.startswith("cuda")
         trainer = lightning.Trainer(
             max_epochs=settings.epochs,
+            # The run's quality is its last epoch's; earlier evaluations only draw a curve.
+            check_val_every_n_epoch=1 if settings.eval_every_epoch else settings.epochs,
             **lightning_device(ctx.device),
             logger=False,
             enable_checkpointing=False,

@@ -19,7 +19,7 @@ from trainer.model_source import base_model_path
 from trainer.ranking_data import load_ranking_data
 from trainer.search import SearchContext, _finetune_embedding_model_one_step_hyperopt
 from trainer.task_runner import TaskRunner
-from trainer.tracker import ExperimentsTracker
+from trainer.tracker import ExperimentsTracker, mlflow_name
 
 
 @pytest.mark.timeout(300)
@@ -136,3 +136,34 @@ async def test_shutdown_stops_at_a_trial_boundary_and_leaves_the_task_processing
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
     assert len(client.search_runs([experiment_of(client, task_id).experiment_id])) < 6
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("every_epoch, evaluated", [(False, [1]), (True, [0, 1])])
+async def test_a_run_is_evaluated_after_its_last_epoch_or_every_epoch(
+    trainer_settings: Settings, redis_client: aioredis.Redis, every_epoch: bool, evaluated: list
+) -> None:
+    s = trainer_settings.model_copy(update={"epochs": 2, "eval_every_epoch": every_epoch})
+    task_id = await frozen_batch(s, redis_client)
+    data = await load_ranking_data(
+        redis_client, s.redis_key_prefix, "b000001", test_fraction=s.test_fraction
+    )
+    tracker = ExperimentsTracker(s.mlflow_tracking_uri, "clicktune-test", "default", task_id)
+    tracker.start_iteration()
+    ctx = SearchContext(device="cpu", baseline={MAIN_METRIC: 0.5})
+    result = await asyncio.to_thread(
+        _finetune_embedding_model_one_step_hyperopt,
+        base_model_path(s.base_model),
+        s,
+        data,
+        identity_query,
+        {"learning_rate": 1e-5},
+        tracker,
+        ctx,
+    )
+    [run] = tracker.client.search_runs([tracker.experiment_id])
+    history = tracker.client.get_metric_history(run.info.run_id, mlflow_name(MAIN_METRIC))
+    assert [m.step for m in history] == evaluated
+    # The run's quality is its last epoch's evaluation either way.
+    assert result["quality"] == pytest.approx(history[-1].value)
+    assert ctx.stages.of_trial(1).get("eval", 0.0) > 0
