@@ -9,9 +9,10 @@ model), and the real services in this process: the consumer (``ClickstreamConsum
 trainer (``TrainerWorker``). The demo's traffic (``producer/sample_catalog.py`` catalog,
 ``ClickSimulator`` users on the base model's ranking) is published and batched first; then
 the clock starts, a ``release`` is published, and it stops when a ``model_ready`` subscriber
-receives the event. Search budget: ``max_evals`` trials (default 2) of ``epochs`` (default 1),
-batch 32, sequence length 64; ``min_improvement`` is -1 so a model is always published and
-the time covers registration.
+receives the event. Search budget: ``max_evals`` trials (default 2) of ``epochs`` (default 1)
+over the default grid, the first trial the default recipe (``trainer/params.py``), the
+second a TPE draw; sequence length 64; ``min_improvement`` is -1 so a model is always
+published and the time covers registration.
 
 The split by stage is the trainer's own (``trainer.stages``), read back from MLflow: the
 iteration's experiment tag ``clicktune.stage_seconds`` and each trial run's ``stage_*_s``
@@ -51,6 +52,7 @@ from producer.settings import Settings  # noqa: E402
 from producer.simulator import ClickSimulator  # noqa: E402
 from producer.subscriber import subscribe_model_ready  # noqa: E402
 from trainer.model_source import offline  # noqa: E402
+from trainer.params import FineTuningParams  # noqa: E402
 from trainer.ranking_data import load_ranking_data  # noqa: E402
 from trainer.search import resolve_device  # noqa: E402
 from trainer.tracker import STAGES_TAG, TASK_TAG  # noqa: E402
@@ -112,7 +114,16 @@ def _stages_from_mlflow(s: Settings, task_id: str) -> dict[str, Any]:
         }
         for r in runs
     ]
-    return {"task": tagged["task"], "trials_total": tagged["trials"], "trials": trials}
+    params = [
+        {k: r.data.params[k] for k in ("learning_rate", "batch_size", "hard_negatives")}
+        for r in runs
+    ]
+    return {
+        "task": tagged["task"],
+        "trials_total": tagged["trials"],
+        "trials": trials,
+        "trial_params": params,
+    }
 
 
 async def run_size(broker: EmbeddedBroker, sessions: int, args: argparse.Namespace) -> dict:
@@ -170,7 +181,10 @@ async def run_size(broker: EmbeddedBroker, sessions: int, args: argparse.Namespa
     return {
         "sessions": sessions,
         "batch": data.stats,
-        "train_pairs_per_trial": len(data.pairs(data.train)),
+        # The default recipe's pairs; a TPE draw with hard negatives trains more rows.
+        "train_pairs_per_trial": len(
+            data.pairs(data.train, max_negatives=FineTuningParams().hard_negatives)
+        ),
         "release_to_model_ready_s": round(latency, 2),
         "ingest_s": round(ingest_s, 1),
         "stages_s": stages,
@@ -225,6 +239,8 @@ def main() -> None:
             print("stage | seconds")
             for stage, seconds in _rows(result):
                 print(f"{stage} | {seconds:.2f}")
+            for n, params in enumerate(result["stages_s"]["trial_params"], 1):
+                print(f"trial {n} parameters: {params}")
             print("status detail:", result["status_detail"])
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
