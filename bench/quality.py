@@ -33,6 +33,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -288,6 +289,9 @@ def main() -> None:
         sys.exit(f"bench/quality.py: {DATA} not found (see ../shared/data/homedepot/README.md)")
 
     offline()
+    # The trainer's one line per trial (parameters, rerank_ips_dcg@10, seconds).
+    logging.basicConfig(format="  %(name)s: %(message)s")
+    logging.getLogger("trainer.task_runner").setLevel(logging.INFO)
     from sentence_transformers import SentenceTransformer
 
     t_all = time.perf_counter()
@@ -353,6 +357,10 @@ def main() -> None:
             import mlflow.sentence_transformers
 
             tuned = mlflow.sentence_transformers.load_model(event.model_uri)
+            # Which trial shipped: the default recipe (trial 1) or a TPE draw.
+            run = mlflow.MlflowClient().get_run(event.mlflow_run_id)
+            times["shipped_params"] = run.data.params
+            print(f"  shipped: run {run.info.run_name}, {run.data.params}")
             tuned_index = Index(tuned, ids, data.titles, "clicktune")
             rows["clicktune"] = score(tuned_index, test_q, data)
             rows["clicktune (general slice)"] = score(tuned_index, general, data)
