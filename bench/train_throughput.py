@@ -3,12 +3,15 @@
     python bench/train_throughput.py                        # 512 rows, batch 32, 4 rounds
     python bench/train_throughput.py --rows 2048 --repeat 6
     python bench/train_throughput.py --device cuda          # on a GPU (bf16 autocast)
+    python bench/train_throughput.py --shape pairs --batch-size 16   # the default recipe's rows
 
 The same rows go to both sides: simulated clicks on the generated catalog
 (``producer/sample_catalog.py``, the demo's traffic) turned into clicktune's training pairs
 by ``trainer.ranking_data``; each row is (query, clicked item, one skipped item of the same
 session). **An example is one such row: one (query, positive) pair with its hard negative**;
-rates are rows per second, and both sides see every row once per epoch.
+rates are rows per second, and both sides see every row once per epoch. ``--shape pairs``
+measures the default recipe's rows instead: (query, clicked item), no hard negative, a 10%
+warm-up and linear decay on both sides.
   (a) clicktune: ``trainer.search._finetune_embedding_model_one_step``, the real trial
       (Lightning loop, ``EmbeddingsFineTuner``, the in-batch contrastive loss), with the
       task's one-off preparation (``trainer.search.prepare``: tokenising the task's texts)
@@ -60,7 +63,7 @@ from trainer.ranking_data import RankingData, Session, split_by_query  # noqa: E
 # Triplets (a skipped result as the hard negative of each click) on both sides, at the
 # command line's batch size: the heavier of clicktune's row shapes, and one the library's
 # MNRL takes as is.
-PARAMS = FineTuningParams(
+TRIPLETS = FineTuningParams(
     loss="contrastive",
     frozen_layers=0,
     learning_rate=2e-5,
@@ -68,6 +71,11 @@ PARAMS = FineTuningParams(
     batch_size=None,
     schedule="step",
 )
+# The default recipe's rows (trainer/params.py): (query, clicked item) pairs, no hard
+# negative, linear decay after a warm-up, gradients clipped; the batch size from the
+# command line on both sides.
+PAIRS = FineTuningParams(batch_size=None)
+SHAPES = {"triplets": TRIPLETS, "pairs": PAIRS}
 
 
 def _lexical_ranker(catalog: dict[str, str]) -> Any:
@@ -83,7 +91,9 @@ def _lexical_ranker(catalog: dict[str, str]) -> Any:
     return rank
 
 
-def ranking_data(rows: int, *, distinct_queries: bool, seed: int = 7) -> RankingData:
+def ranking_data(
+    rows: int, params: FineTuningParams, *, distinct_queries: bool, seed: int = 7
+) -> RankingData:
     """Simulated sessions until the training split yields ``rows`` pairs (then cut there).
     Irrelevant sessions are left out: their rows have no positive, which MNRL cannot take."""
     catalog, judgments = build_catalog()
@@ -107,8 +117,8 @@ def ranking_data(rows: int, *, distinct_queries: bool, seed: int = 7) -> Ranking
             data = RankingData("bench", train, test, catalog)
             pairs = data.pairs(
                 train,
-                skip_above_weight=PARAMS.skip_above_weight,
-                max_negatives=PARAMS.hard_negatives,
+                skip_above_weight=params.skip_above_weight,
+                max_negatives=params.hard_negatives,
             )
             if len(pairs) >= rows:
                 break
@@ -122,8 +132,8 @@ def ranking_data(rows: int, *, distinct_queries: bool, seed: int = 7) -> Ranking
         count += len(
             data.pairs(
                 [s],
-                skip_above_weight=PARAMS.skip_above_weight,
-                max_negatives=PARAMS.hard_negatives,
+                skip_above_weight=params.skip_above_weight,
+                max_negatives=params.hard_negatives,
             )
         )
     return RankingData("bench", kept, data.test, catalog)
@@ -210,6 +220,7 @@ def _ours(args: argparse.Namespace, data: RankingData, ctx: Any = None) -> dict[
         def on_train_epoch_end(self, *a: Any) -> None:
             window.end()
 
+    params = SHAPES[args.shape]
     settings = _settings(args)
     path = base_model_path(settings.base_model)
     if ctx is None:
@@ -217,14 +228,14 @@ def _ours(args: argparse.Namespace, data: RankingData, ctx: Any = None) -> dict[
         if hasattr(search, "prepare"):  # once per task, as finetune_embedding_model does
             search.prepare(ctx, path, settings, data, identity_query)
     ctx.callbacks = [Timer()]
-    rows = len(search.items_sets(data, PARAMS).train)
+    rows = len(search.items_sets(data, params).train)
     started = time.perf_counter()
     quality = search._finetune_embedding_model_one_step(
         path,
         settings,
         data,
         identity_query,
-        PARAMS,
+        params,
         _NoTracker(),  # type: ignore[arg-type]
         ctx,
     )
@@ -252,15 +263,18 @@ def _library(args: argparse.Namespace, data: RankingData) -> dict[str, Any]:
 
     from trainer.search import items_sets
 
-    pairs = items_sets(data, PARAMS).train
-    assert all(p.positive and p.negative for p in pairs)
-    dataset = Dataset.from_dict(
-        {
-            "anchor": [p.query for p in pairs],
-            "positive": [data.items[p.positive] for p in pairs],
-            "negative": [data.items[p.negative] for p in pairs],
-        }
-    )
+    params = SHAPES[args.shape]
+    pairs = items_sets(data, params).train
+    columns = {
+        "anchor": [p.query for p in pairs],
+        "positive": [data.items[p.positive] for p in pairs],
+    }
+    if args.shape == "triplets":
+        assert all(p.positive and p.negative for p in pairs)
+        columns["negative"] = [data.items[p.negative] for p in pairs]
+    else:
+        assert all(p.positive and not p.negative for p in pairs)
+    dataset = Dataset.from_dict(columns)
     cuda = args.device.startswith("cuda")
     model = SentenceTransformer(base_model_path("all-MiniLM-L6-v2"), device=args.device)
     model.max_seq_length = args.seq_len
@@ -282,8 +296,12 @@ def _library(args: argparse.Namespace, data: RankingData) -> dict[str, Any]:
             output_dir=out,
             num_train_epochs=1,
             per_device_train_batch_size=args.batch_size,
-            learning_rate=PARAMS.learning_rate,
-            weight_decay=PARAMS.weight_decay,
+            learning_rate=params.learning_rate,
+            weight_decay=params.weight_decay,
+            # The same warm-up as ours where the recipe has one (the library's default: none);
+            # both clip to norm 1 (the library's default max_grad_norm).
+            # (transformers 5 reads a float below 1 as the ratio of the run's steps)
+            warmup_steps=params.warmup_ratio if params.schedule == "linear" else 0,
             bf16=cuda and torch.cuda.is_bf16_supported(),
             use_cpu=not cuda,
             save_strategy="no",
@@ -291,7 +309,7 @@ def _library(args: argparse.Namespace, data: RankingData) -> dict[str, Any]:
             report_to="none",
             logging_strategy="no",
             disable_tqdm=True,
-            seed=int(PARAMS.digest()[:8], 16),
+            seed=int(params.digest()[:8], 16),
         )
         trainer = SentenceTransformerTrainer(
             model=model,
@@ -350,7 +368,7 @@ def _child(args: argparse.Namespace) -> None:
 
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    data = ranking_data(args.rows, distinct_queries=not args.head_queries)
+    data = ranking_data(args.rows, SHAPES[args.shape], distinct_queries=not args.head_queries)
     if args.child == "rates":
         result = _rates(args, data)
     else:
@@ -376,6 +394,8 @@ def _run_child(side: str, args: argparse.Namespace) -> dict[str, Any]:
         args.device,
         "--repeat",
         str(args.repeat),
+        "--shape",
+        args.shape,
     ]
     if args.head_queries:
         cmd.append("--head-queries")
@@ -399,6 +419,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--repeat", type=int, default=4, help="rounds of (a) and (b)")
     parser.add_argument("--head-queries", action="store_true", help="keep repeated queries")
+    parser.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default="triplets",
+        help="rows: triplets (query, click, skipped result) or pairs (the default recipe's)",
+    )
     parser.add_argument("--child", choices=("rates", "ours", "library"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.device = _device(args.device)
@@ -431,6 +457,7 @@ def main() -> None:
     with_prepare = rows / (med["ours"]["train_s"] + rates["prepare_s"])
     result = {
         "device": args.device,
+        "shape": args.shape,
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": rates["torch_threads"],
         "rows": rows,
@@ -457,7 +484,7 @@ def main() -> None:
     memory_name = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB"
     table = {
         "device": f"{args.device} ({result['torch_threads']} threads)",
-        "rows": rows,
+        "rows": f"{rows} {args.shape}",
         "batch": args.batch_size,
         "seq len": args.seq_len,
         "clicktune rows/s": result["clicktune_rows_per_s"],
@@ -477,7 +504,8 @@ def main() -> None:
     print("clicktune stages over all rounds (s):", result["clicktune_stages_s"])
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "train_throughput.json" if args.shape == "triplets" else "train_throughput_pairs.json"
+    (out / name).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
