@@ -13,20 +13,24 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from producer.broker import EmbeddedBroker, free_port
+from producer.catalog_grades import GradedQuality, graded_ndcg
 from producer.publisher import ClickstreamPublisher
 from producer.redis_client import connect_redis
 from producer.sample_catalog import build_catalog
 from producer.settings import Settings, redact_url
 from producer.simulator import ClickSimulator
 from producer.subscriber import subscribe_model_ready, subscribe_status
+from schemas.model_ready import ModelReadyEvent
 
 HOME = Path(".clicktune")
 
@@ -247,10 +251,39 @@ async def _drive(s: Settings, sessions: int, console: Console) -> int:
         f"released the batch ({sessions} sessions); training with "
         f"{s.max_evals} trials x {s.epochs} epoch(s)…"
     )
-    return await _follow(s, console)
+    return await _follow(s, console, grades=(catalog, judgments))
 
 
-async def _follow(s: Settings, console: Console) -> int:
+def _graded(
+    s: Settings, event: ModelReadyEvent, catalog: dict[str, str], judgments: dict[str, Any]
+) -> tuple[GradedQuality, GradedQuality]:
+    """The base model and the published one (fetched and checked as an indexer would) on
+    the catalog's hidden grades."""
+    from sentence_transformers import SentenceTransformer
+
+    from producer.model_fetch import fetch_model, load_model
+    from trainer.model_source import base_model_path, offline
+    from trainer.ranking_data import is_held_out
+
+    offline()
+
+    def held_out(query: str) -> bool:
+        return is_held_out(event.batch_id, query, s.test_fraction)
+
+    base = SentenceTransformer(base_model_path(s.base_model), device="cpu")
+    with tempfile.TemporaryDirectory(prefix="clicktune-demo-") as tmp:
+        tuned = load_model(fetch_model(event, Path(tmp) / "model", settings=s), device="cpu")
+    return (
+        graded_ndcg(base, catalog, judgments, held_out),
+        graded_ndcg(tuned, catalog, judgments, held_out),
+    )
+
+
+async def _follow(
+    s: Settings,
+    console: Console,
+    grades: tuple[dict[str, str], dict[str, Any]] | None = None,
+) -> int:
     status_task = asyncio.create_task(_print_statuses(s, console))
     try:
         async with asyncio.timeout(1800), subscribe_model_ready(s, group_id=None) as ready:
@@ -279,6 +312,19 @@ async def _follow(s: Settings, console: Console) -> int:
         base, tuned = event.metrics.baseline.get(name, 0.0), event.metrics.tuned[name]
         table.add_row(name, f"{base:.4f}", f"{tuned:.4f}", f"{tuned - base:+.4f}")
     console.print(table)
+    if grades is not None:
+        catalog, judgments = grades
+        with console.status("scoring both models on the catalog's hidden grades"):
+            base, tuned = await asyncio.to_thread(_graded, s, event, catalog, judgments)
+        # Click metrics favour the ranking users were shown (position bias); the grades the
+        # simulated users clicked by say whether the new model really ranks better.
+        console.print(
+            f"on the simulator's hidden grades, ranking all {len(catalog):,} items: NDCG@10 "
+            f"base {base.ndcg:.4f} -> tuned [bold]{tuned.ndcg:.4f}[/] over all "
+            f"{tuned.queries} queries; {base.ndcg_held_out:.4f} -> "
+            f"[bold]{tuned.ndcg_held_out:.4f}[/] over the {tuned.held_out} queries the "
+            "trainer held out"
+        )
     console.print(
         f"load it: mlflow.sentence_transformers.load_model('{event.model_uri}') with "
         f"MLFLOW_TRACKING_URI={s.mlflow_tracking_uri}; sha256 {event.artifact_sha256}"

@@ -98,12 +98,17 @@ def _split_bucket(batch_id: str, query: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def is_held_out(batch_id: str, query: str, test_fraction: float) -> bool:
+    """Whether a batch's sessions of ``query`` are held out of training (for evaluation)."""
+    return _split_bucket(batch_id, query) < test_fraction
+
+
 def split_by_query(
     batch_id: str, sessions: list[Session], test_fraction: float
 ) -> tuple[list[Session], list[Session]]:
     train, test = [], []
     for s in sessions:
-        (test if _split_bucket(batch_id, s.query) < test_fraction else train).append(s)
+        (test if is_held_out(batch_id, s.query, test_fraction) else train).append(s)
     return train, test
 
 
