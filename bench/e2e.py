@@ -12,7 +12,9 @@ the clock starts, a ``release`` is published, and it stops when a ``model_ready`
 receives the event. Search budget: ``max_evals`` trials (default 2) of ``epochs`` (default 1)
 over the default grid, the first trial the default recipe (``trainer/params.py``), the
 second a TPE draw; sequence length 64; ``min_improvement`` is -1 so a model is always
-published and the time covers registration.
+published and the time covers registration. After the clock, the published model and the base
+model are scored on the generated catalog's hidden grades (``producer.catalog_grades``): the
+bench forces publication, so this says whether what it published is really better.
 
 The split by stage is the trainer's own (``trainer.stages``), read back from MLflow: the
 iteration's experiment tag ``clicktune.stage_seconds`` and each trial run's ``stage_*_s``
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ from consumer.keys import Keys  # noqa: E402
 from consumer.service import ClickstreamConsumer  # noqa: E402
 from consumer.tasks import TaskStore  # noqa: E402
 from producer.broker import EmbeddedBroker  # noqa: E402
+from producer.catalog_grades import base_and_published  # noqa: E402
 from producer.demo import _base_ranker  # noqa: E402
 from producer.publisher import ClickstreamPublisher  # noqa: E402
 from producer.sample_catalog import build_catalog  # noqa: E402
@@ -168,6 +172,8 @@ async def run_size(broker: EmbeddedBroker, sessions: int, args: argparse.Namespa
             )
             await client.aclose()
             stages = _stages_from_mlflow(s, event.task_id)
+            # After the clock: the published model against the catalog's hidden grades.
+            graded = await asyncio.to_thread(base_and_published, s, event, catalog, judgments)
         finally:
             worker.request_stop()
             consumer.request_stop()
@@ -191,6 +197,10 @@ async def run_size(broker: EmbeddedBroker, sessions: int, args: argparse.Namespa
         "outside_trainer_s": round(latency - in_trainer, 2),
         "status_detail": record.detail if record else "",
         "metrics": {"baseline": event.metrics.baseline, "tuned": event.metrics.tuned},
+        "graded_ndcg@10": {
+            "base": asdict(graded[0]),
+            "published": asdict(graded[1]),
+        },
         "release_id": release.event_id,
     }
 
@@ -242,6 +252,13 @@ def main() -> None:
             for n, params in enumerate(result["stages_s"]["trial_params"], 1):
                 print(f"trial {n} parameters: {params}")
             print("status detail:", result["status_detail"])
+            g = result["graded_ndcg@10"]
+            print(
+                "on the catalog's hidden grades, NDCG@10 base -> published: "
+                f"{g['base']['ndcg']:.4f} -> {g['published']['ndcg']:.4f} (all queries), "
+                f"{g['base']['ndcg_held_out']:.4f} -> {g['published']['ndcg_held_out']:.4f} "
+                "(held-out queries)"
+            )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "e2e.json").write_text(

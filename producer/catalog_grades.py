@@ -12,12 +12,16 @@ with the hidden grades as gains (``trainer.metrics.NDCG``), averaged over the qu
 queries the trainer held out of training are averaged on their own as well.
 """
 
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from producer.settings import Settings
+from schemas.model_ready import ModelReadyEvent
 from trainer.metrics import NDCG
 
 
@@ -53,4 +57,29 @@ def graded_ndcg(
         ndcg_held_out=float(np.mean(kept)) if kept else float("nan"),
         queries=len(per_query),
         held_out=len(kept),
+    )
+
+
+def base_and_published(
+    s: Settings, event: ModelReadyEvent, catalog: dict[str, str], judgments: dict[str, Any]
+) -> tuple[GradedQuality, GradedQuality]:
+    """The base model and the published one (fetched and checked as an indexer would) on
+    the catalog's hidden grades."""
+    from sentence_transformers import SentenceTransformer
+
+    from producer.model_fetch import fetch_model, load_model
+    from trainer.model_source import base_model_path, offline
+    from trainer.ranking_data import is_held_out
+
+    offline()
+
+    def held_out(query: str) -> bool:
+        return is_held_out(event.batch_id, query, s.test_fraction)
+
+    base = SentenceTransformer(base_model_path(s.base_model), device="cpu")
+    with tempfile.TemporaryDirectory(prefix="clicktune-grades-") as tmp:
+        tuned = load_model(fetch_model(event, Path(tmp) / "model", settings=s), device="cpu")
+    return (
+        graded_ndcg(base, catalog, judgments, held_out),
+        graded_ndcg(tuned, catalog, judgments, held_out),
     )

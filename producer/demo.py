@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from producer.broker import EmbeddedBroker, free_port
-from producer.catalog_grades import GradedQuality, graded_ndcg
+from producer.catalog_grades import base_and_published
 from producer.publisher import ClickstreamPublisher
 from producer.redis_client import connect_redis
 from producer.sample_catalog import build_catalog
 from producer.settings import Settings, redact_url
 from producer.simulator import ClickSimulator
 from producer.subscriber import subscribe_model_ready, subscribe_status
-from schemas.model_ready import ModelReadyEvent
 
 HOME = Path(".clicktune")
 
@@ -254,31 +252,6 @@ async def _drive(s: Settings, sessions: int, console: Console) -> int:
     return await _follow(s, console, grades=(catalog, judgments))
 
 
-def _graded(
-    s: Settings, event: ModelReadyEvent, catalog: dict[str, str], judgments: dict[str, Any]
-) -> tuple[GradedQuality, GradedQuality]:
-    """The base model and the published one (fetched and checked as an indexer would) on
-    the catalog's hidden grades."""
-    from sentence_transformers import SentenceTransformer
-
-    from producer.model_fetch import fetch_model, load_model
-    from trainer.model_source import base_model_path, offline
-    from trainer.ranking_data import is_held_out
-
-    offline()
-
-    def held_out(query: str) -> bool:
-        return is_held_out(event.batch_id, query, s.test_fraction)
-
-    base = SentenceTransformer(base_model_path(s.base_model), device="cpu")
-    with tempfile.TemporaryDirectory(prefix="clicktune-demo-") as tmp:
-        tuned = load_model(fetch_model(event, Path(tmp) / "model", settings=s), device="cpu")
-    return (
-        graded_ndcg(base, catalog, judgments, held_out),
-        graded_ndcg(tuned, catalog, judgments, held_out),
-    )
-
-
 async def _follow(
     s: Settings,
     console: Console,
@@ -315,7 +288,7 @@ async def _follow(
     if grades is not None:
         catalog, judgments = grades
         with console.status("scoring both models on the catalog's hidden grades"):
-            base, tuned = await asyncio.to_thread(_graded, s, event, catalog, judgments)
+            base, tuned = await asyncio.to_thread(base_and_published, s, event, catalog, judgments)
         # Click metrics favour the ranking users were shown (position bias); the grades the
         # simulated users clicked by say whether the new model really ranks better.
         console.print(

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from producer.catalog_grades import graded_ndcg
+from producer.catalog_grades import base_and_published, graded_ndcg
+from producer.sample_catalog import build_catalog
+from tests.producer.conftest import Registered
 from trainer.ranking_data import Session, is_held_out, split_by_query
 
 
@@ -55,3 +57,22 @@ def test_held_out_queries_are_the_ones_the_trainer_splits_off() -> None:
     assert test and train
     assert all(is_held_out("b000007", s.query, 0.2) for s in test)
     assert not any(is_held_out("b000007", s.query, 0.2) for s in train)
+
+
+def test_the_published_model_is_fetched_checked_and_scored_beside_the_base(
+    registered: Registered,
+) -> None:
+    # The registered model holds the base model's weights: both must score the same, and
+    # the real model must rank the generated catalog's right products well above chance.
+    catalog, judgments = build_catalog()
+    queries = sorted(judgments)[:4]
+    judged = {i for q in queries for i in judgments[q]}
+    small = {i: t for n, (i, t) in enumerate(catalog.items()) if i in judged or n % 10 == 0}
+    event = registered.event.model_copy(update={"batch_id": "b000001"})
+    base, published = base_and_published(
+        registered.settings, event, small, {q: judgments[q] for q in queries}
+    )
+    assert base == published
+    assert base.queries == 4 and 0.5 < base.ndcg <= 1.0
+    held = [q for q in queries if is_held_out("b000001", q, registered.settings.test_fraction)]
+    assert base.held_out == len(held)

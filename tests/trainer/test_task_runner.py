@@ -97,7 +97,11 @@ async def test_a_sharp_drop_of_the_per_session_view_stops_a_model_that_gains_on_
     monkeypatch.setattr(
         ExperimentsTracker, "best_metrics", lambda self: {task_runner.GUARD_METRIC: 0.0}
     )
-    s = trainer_settings.model_copy(update={"min_improvement": 0.0, "max_evals": 1})
+    # The guard is opt-in: an operator sets the allowed drop below the default 1.
+    assert Settings.model_fields["max_rerank_ndcg_drop"].default == 1.0
+    s = trainer_settings.model_copy(
+        update={"min_improvement": 0.0, "max_evals": 1, "max_rerank_ndcg_drop": 0.03}
+    )
     task_id = await frozen_batch(s, redis_client)
     record = await TaskStore(redis_client, s.redis_key_prefix).get(task_id)
     async with EventPublisher(s) as publisher:
