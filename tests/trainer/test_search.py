@@ -16,17 +16,16 @@ from tests.trainer.conftest import experiment_of, frozen_batch
 from trainer.evaluation import MAIN_METRIC
 from trainer.fine_tuner import identity_query
 from trainer.model_source import base_model_path
-from trainer.ranking_data import load_ranking_data
+from trainer.ranking_data import RankingData, load_ranking_data
 from trainer.search import SearchContext, _finetune_embedding_model_one_step_hyperopt
 from trainer.task_runner import TaskRunner
 from trainer.tracker import ExperimentsTracker, mlflow_name
 
 
-@pytest.mark.timeout(300)
-async def test_a_failing_trial_is_logged_and_reported_as_failed(
-    trainer_settings: Settings, redis_client: aioredis.Redis
-) -> None:
-    s = trainer_settings
+async def one_trial(
+    s: Settings, redis_client: aioredis.Redis, params: dict
+) -> tuple[dict, RankingData, ExperimentsTracker, SearchContext]:
+    """A frozen batch, then one trial of ``params`` through the hyperopt objective."""
     task_id = await frozen_batch(s, redis_client)
     data = await load_ranking_data(
         redis_client, s.redis_key_prefix, "b000001", test_fraction=s.test_fraction
@@ -34,16 +33,27 @@ async def test_a_failing_trial_is_logged_and_reported_as_failed(
     tracker = ExperimentsTracker(s.mlflow_tracking_uri, "clicktune-test", "default", task_id)
     tracker.start_iteration()
     ctx = SearchContext(device="cpu", baseline={MAIN_METRIC: 0.5})
-    # Freezing more layers than the model has leaves nothing to train: AdamW refuses.
     result = await asyncio.to_thread(
         _finetune_embedding_model_one_step_hyperopt,
         base_model_path(s.base_model),
         s,
         data,
         identity_query,
-        {"frozen_layers": 99, "learning_rate": 1e-5},
+        params,
         tracker,
         ctx,
+    )
+    return result, data, tracker, ctx
+
+
+@pytest.mark.timeout(300)
+async def test_a_failing_trial_is_logged_and_reported_as_failed(
+    trainer_settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    s = trainer_settings
+    # Freezing more layers than the model has leaves nothing to train: AdamW refuses.
+    result, data, tracker, ctx = await one_trial(
+        s, redis_client, {"frozen_layers": 99, "learning_rate": 1e-5}
     )
     assert result["status"] == STATUS_FAIL
     assert ctx.trials_failed == 1
@@ -144,23 +154,7 @@ async def test_a_run_is_evaluated_after_its_last_epoch_or_every_epoch(
     trainer_settings: Settings, redis_client: aioredis.Redis, every_epoch: bool, evaluated: list
 ) -> None:
     s = trainer_settings.model_copy(update={"epochs": 2, "eval_every_epoch": every_epoch})
-    task_id = await frozen_batch(s, redis_client)
-    data = await load_ranking_data(
-        redis_client, s.redis_key_prefix, "b000001", test_fraction=s.test_fraction
-    )
-    tracker = ExperimentsTracker(s.mlflow_tracking_uri, "clicktune-test", "default", task_id)
-    tracker.start_iteration()
-    ctx = SearchContext(device="cpu", baseline={MAIN_METRIC: 0.5})
-    result = await asyncio.to_thread(
-        _finetune_embedding_model_one_step_hyperopt,
-        base_model_path(s.base_model),
-        s,
-        data,
-        identity_query,
-        {"learning_rate": 1e-5},
-        tracker,
-        ctx,
-    )
+    result, _, tracker, ctx = await one_trial(s, redis_client, {"learning_rate": 1e-5})
     [run] = tracker.client.search_runs([tracker.experiment_id])
     history = tracker.client.get_metric_history(run.info.run_id, mlflow_name(MAIN_METRIC))
     assert [m.step for m in history] == evaluated
