@@ -29,6 +29,7 @@ from producer.sample_catalog import build_catalog
 from producer.settings import Settings, redact_url
 from producer.simulator import ClickSimulator
 from producer.subscriber import subscribe_model_ready, subscribe_status
+from schemas.model_ready import ModelReadyEvent
 
 HOME = Path(".clicktune")
 
@@ -286,23 +287,36 @@ async def _follow(
         table.add_row(name, f"{base:.4f}", f"{tuned:.4f}", f"{tuned - base:+.4f}")
     console.print(table)
     if grades is not None:
-        catalog, judgments = grades
-        with console.status("scoring both models on the catalog's hidden grades"):
-            base, tuned = await asyncio.to_thread(base_and_published, s, event, catalog, judgments)
-        # Click metrics favour the ranking users were shown (position bias); the grades the
-        # simulated users clicked by say whether the new model really ranks better.
-        console.print(
-            f"on the simulator's hidden grades, ranking all {len(catalog):,} items: NDCG@10 "
-            f"base {base.ndcg:.4f} -> tuned [bold]{tuned.ndcg:.4f}[/] over all "
-            f"{tuned.queries} queries; {base.ndcg_held_out:.4f} -> "
-            f"[bold]{tuned.ndcg_held_out:.4f}[/] over the {tuned.held_out} queries the "
-            "trainer held out"
-        )
+        await _print_graded(s, event, grades, console)
     console.print(
         f"load it: mlflow.sentence_transformers.load_model('{event.model_uri}') with "
         f"MLFLOW_TRACKING_URI={s.mlflow_tracking_uri}; sha256 {event.artifact_sha256}"
     )
     return 0
+
+
+async def _print_graded(
+    s: Settings,
+    event: ModelReadyEvent,
+    grades: tuple[dict[str, str], dict[str, Any]],
+    console: Console,
+) -> None:
+    """Click metrics favour the ranking users were shown (position bias); the grades the
+    simulated users clicked by say whether the new model really ranks better."""
+    catalog, judgments = grades
+    try:
+        with console.status("scoring both models on the catalog's hidden grades"):
+            base, tuned = await asyncio.to_thread(base_and_published, s, event, catalog, judgments)
+    except Exception as exc:  # the model shipped either way; say why there is no score
+        console.print(f"[yellow]not scored on the hidden grades:[/] {exc}")
+        return
+    console.print(
+        f"on the simulator's hidden grades, ranking all {len(catalog):,} items: NDCG@10 "
+        f"base {base.ndcg:.4f} -> tuned [bold]{tuned.ndcg:.4f}[/] over all "
+        f"{tuned.queries} queries; {base.ndcg_held_out:.4f} -> "
+        f"[bold]{tuned.ndcg_held_out:.4f}[/] over the {tuned.held_out} queries the "
+        "trainer held out"
+    )
 
 
 async def _print_statuses(s: Settings, console: Console) -> str:
