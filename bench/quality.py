@@ -98,14 +98,15 @@ def click_grade(relevance: float) -> int:
     return 0 if relevance < 1.5 else 1 if relevance < 2.0 else 2 if relevance < 2.5 else 3
 
 
-def base_cache(model_path: Path, ids: list[str], titles: dict[str, str]) -> Path:
+def base_cache(model_path: Path, model: Any, ids: list[str], titles: dict[str, str]) -> Path:
     """Where the base model's catalog embeddings are kept between runs.
 
     The base model never changes between runs, and encoding the whole catalog on a CPU takes
-    7-15 minutes; the file name hashes the model's path and the exact titles encoded, so a
-    different catalog or model never reads a stale matrix.
+    7-15 minutes; the file name hashes the model's path, its max_seq_length (bench/
+    recipe_sweep.py truncates to the trainer's) and the exact titles encoded, so a different
+    catalog, model or truncation never reads a stale matrix.
     """
-    digest = hashlib.blake2b(str(model_path).encode(), digest_size=8)
+    digest = hashlib.blake2b(f"{model_path}\0{model.max_seq_length}".encode(), digest_size=8)
     for i in ids:
         digest.update(titles[i].encode())
         digest.update(b"\0")
@@ -311,7 +312,7 @@ def main() -> None:
     base_path = base_model_path(Settings.load().base_model)
     base = SentenceTransformer(base_path, device="cpu")
     base_index = Index(
-        base, ids, data.titles, "base model", cache=base_cache(base_path, ids, data.titles)
+        base, ids, data.titles, "base model", cache=base_cache(base_path, base, ids, data.titles)
     )
 
     # The base model is the search engine the simulated users see.

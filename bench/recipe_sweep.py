@@ -102,7 +102,7 @@ def main() -> None:
     base.max_seq_length = Settings.load().max_seq_length
     RESULTS.mkdir(parents=True, exist_ok=True)
     base_index = Index(
-        base, ids, data.titles, "base model", cache=base_cache(path, ids, data.titles)
+        base, ids, data.titles, "base model", cache=base_cache(path, base, ids, data.titles)
     )
 
     shown = dict(zip(train_q, base_index.top(train_q, 20), strict=True))
